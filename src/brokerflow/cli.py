@@ -1,0 +1,128 @@
+"""The ``brokerflow`` command.
+
+brokerflow stack up|down|status|logs [SERVICE]   the local Kafka/Redis/MongoDB stack
+brokerflow topics [--create]                     the topic catalog
+brokerflow demo                                  the main job: what exists, end to end
+brokerflow match [TAPE]                          replay an order tape through the matcher
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from brokerflow.errors import BrokerflowError
+from brokerflow.settings import Settings
+
+__all__ = ["main"]
+
+
+def _stack_command(settings: Settings, args: argparse.Namespace) -> int:
+    from brokerflow.stack import ServiceState, Stack
+
+    stack = Stack(settings)
+
+    def show(state: ServiceState) -> None:
+        pid = f" pid {state.pid}" if state.pid else ""
+        took = f" ({state.seconds:.1f} s)" if state.seconds >= 0.05 else ""
+        detail = f"  {state.detail}" if state.detail else ""
+        print(f"  {state.name:<6} {state.state:<9} {state.endpoint}{pid}{took}{detail}")
+
+    if args.action == "up":
+        started = time.perf_counter()
+        print(f"stack up (folder {stack.dir})")
+        stack.up(report=show)
+        if stack.kcat() is None:
+            print("  kcat   missing    install it to tail topics: apt-get install -y kcat")
+        print(f"stack ready in {time.perf_counter() - started:.1f} s")
+        return 0
+    if args.action == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing (no service of ours ran)"))
+        return 0
+    if args.action == "status":
+        states = stack.status()
+        for state in states:
+            show(state)
+        return 0 if all(s.state in ("running", "external") for s in states) else 1
+    if args.action == "logs":
+        print(stack.logs(args.service, lines=args.lines))
+        return 0
+    raise AssertionError(args.action)
+
+
+def _topics_command(settings: Settings, args: argparse.Namespace) -> int:
+    from brokerflow.topics import catalog, ensure_topics
+
+    if args.create:
+        created = asyncio.run(ensure_topics(settings))
+        print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    for spec in catalog(settings):
+        retention = "forever" if spec.retention_ms < 0 else f"{spec.retention_ms // 3_600_000} h"
+        print(
+            f"{spec.name:<24} {spec.partitions:>2} partitions  key={spec.key:<9} "
+            f"{spec.cleanup_policy:<7} {retention:<8} {', '.join(spec.value_types)}"
+        )
+    return 0
+
+
+def _demo_command(settings: Settings, args: argparse.Namespace) -> int:
+    from brokerflow.demo import run_demo
+
+    return run_demo(settings, bring_up=not args.no_stack)
+
+
+def _match_command(settings: Settings, args: argparse.Namespace) -> int:
+    from brokerflow.matching.replay import main as replay_main
+
+    return replay_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brokerflow", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="the local Kafka/Redis/MongoDB stack")
+    stack.add_argument("action", choices=["up", "down", "status", "logs"])
+    stack.add_argument("service", nargs="?", help="with logs: kafka, redis or mongo")
+    stack.add_argument("-n", "--lines", type=int, default=40, help="with logs: lines per log")
+    stack.set_defaults(handler=_stack_command)
+
+    topics = sub.add_parser("topics", help="list the topic catalog")
+    topics.add_argument("--create", action="store_true", help="create missing topics first")
+    topics.set_defaults(handler=_topics_command)
+
+    demo = sub.add_parser("demo", help="the main job on the local stack")
+    demo.add_argument("--no-stack", action="store_true", help="assume the stack is already up")
+    demo.set_defaults(handler=_demo_command)
+
+    match = sub.add_parser(
+        "match", help="replay an order-command JSONL tape through the matching core", add_help=False
+    )
+    match.add_argument("rest", nargs=argparse.REMAINDER)
+    match.set_defaults(handler=_match_command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(Settings(), args))
+    except BrokerflowError as exc:
+        print(f"brokerflow: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure price-time-priority matching core (no I/O)."""

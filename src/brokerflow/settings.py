@@ -1,0 +1,115 @@
+"""One settings object for every brokerflow process, read from the environment and ``.env``.
+
+Every field is documented in ``.env.example`` with its default; a test keeps the two in step.
+Defaults point at the local stack (``brokerflow stack up``) on loopback, so nothing needs
+configuring to run offline.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+def _split_symbols(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip().upper() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # --- services ---------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BROKER"),
+        description="Kafka bootstrap servers, comma-separated host:port (seed name: KAFKA_BROKER)",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL (market cache)")
+    mongo_url: str = Field(
+        "mongodb://127.0.0.1:27017/", description="MongoDB URL (FerretDB or a real MongoDB)"
+    )
+    mongo_database: str = Field("brokerflow", description="MongoDB database name")
+
+    # --- local stack ------------------------------------------------------------------------
+    stack_dir: Path = Field(
+        Path(".stack"), description="Where `brokerflow stack` downloads, builds and keeps data"
+    )
+    kafka_version: str = Field("3.9.2", description="Apache Kafka version fetched with Maven")
+    ferretdb_version: str = Field("v1.24.2", description="FerretDB version built with Go")
+    stack_use_external: bool = Field(
+        True,
+        description="Reuse Redis/MongoDB already answering at REDIS_URL/MONGO_URL instead of "
+        "starting our own",
+    )
+
+    # --- topics (names from the seeds where they give one) ----------------------------------
+    topic_prefix: str = Field("", description="Prefix added to every topic name (isolation)")
+    market_trades_topic: str = Field("market.trades.raw", description="Binance trades")
+    market_book_topic: str = Field("market.book_ticker.raw", description="Binance best bid/ask")
+    market_quotes_topic: str = Field("assets-market-data-v1", description="Brapi quotes")
+    order_events_topic: str = Field("order-events-v1", description="Order lifecycle events")
+    topic_partitions: int = Field(6, ge=1, description="Default partitions for keyed topics")
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Replication factor for created topics (1 on the local stack)"
+    )
+
+    # --- market data ------------------------------------------------------------------------
+    binance_ws_base: str = Field(
+        "wss://stream.binance.us:9443", description="Binance WebSocket base URL"
+    )
+    binance_symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT", "ADAUSDT", "DOGEUSDT"],
+        description="Binance symbols, comma-separated",
+    )
+    brapi_base_url: str = Field("https://brapi.dev", description="Brapi REST base URL")
+    brapi_token: str = Field("", description="Brapi token (optional for PETR4, VALE3)")
+    brapi_symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["PETR4", "VALE3", "ITUB4", "BBDC4"],
+        description="B3 tickers polled from Brapi, comma-separated",
+    )
+    ws_shard_size: int = Field(
+        200, ge=1, le=1024, description="Streams per Binance WebSocket connection (max 1024)"
+    )
+
+    # --- producer tuning (seed 003) ---------------------------------------------------------
+    kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "lz4", description="Producer compression codec"
+    )
+    kafka_acks: Literal["0", "1", "all"] = Field("all", description="Producer acks")
+
+    # --- operations -------------------------------------------------------------------------
+    metrics_port: int = Field(8000, ge=0, le=65535, description="Prometheus metrics port")
+    validate_on_start: bool = Field(
+        True, description="Check config and reachability of services before starting"
+    )
+    validate_only: bool = Field(False, description="Validate, then exit without running")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+
+    @field_validator("binance_symbols", "brapi_symbols", mode="before")
+    @classmethod
+    def _symbols(cls, value: object) -> object:
+        return _split_symbols(value)
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a catalog name (applies ``TOPIC_PREFIX``)."""
+        return f"{self.topic_prefix}{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

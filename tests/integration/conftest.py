@@ -1,0 +1,52 @@
+"""The real local stack for integration tests: brought up once per session, reused if running.
+
+No mocks: these tests talk to a real Kafka broker (KRaft), real Redis and a real MongoDB wire
+server. Services this session started are stopped at its end; set BROKERFLOW_KEEP_STACK=1 to keep
+them for the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from brokerflow.settings import Settings
+from brokerflow.stack import Stack
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    stack = Stack(Settings())
+    states = stack.up()
+    yield stack
+    if os.environ.get("BROKERFLOW_KEEP_STACK") != "1":
+        for state in states:
+            if state.state == "started":
+                next(s for s in stack.services if s.name == state.name).stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack: Stack) -> Settings:
+    return stack.settings
+
+
+@pytest.fixture
+def unique() -> str:
+    """A suffix that keeps one test's topics, groups and keys apart from every other run's."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def mongo_db(settings: Settings, unique: str) -> AsyncIterator[AsyncDatabase]:
+    client: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
+    database = client[f"test_{unique}"]
+    try:
+        yield database
+    finally:
+        await client.drop_database(database.name)
+        await client.close()
