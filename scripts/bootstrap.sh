@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v kcat >/dev/null || need_apt+=(kcat)
+# Only to check that docker-compose.yml parses; no Docker engine is needed or used.
+command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
