@@ -20,7 +20,7 @@ from brokerflow.topics import TopicCatalog, TopicSpec, catalog
 
 __all__ = ["message_key", "route", "run_demo"]
 
-_KEY_FIELDS = {"symbol": "symbol", "accountId": "account_id", "source": "source"}
+_KEY_FIELDS = {"symbol": "symbol", "accountId": "account_id", "userId": "user_id", "source": "source"}
 
 
 def route(topics: TopicCatalog, message: Message) -> TopicSpec:
@@ -50,12 +50,14 @@ async def _smoke_pipeline(settings: Settings) -> int:
     async with consumer(settings) as reader:
         start = await reader.end_offsets(partitions)
 
-    async with producer(settings, transactional_id="brokerflow-demo") as writer:
-        async with writer.transaction():
-            for spec, message in routed:
-                await writer.send(
-                    spec.name, message.to_json_bytes(), key=message_key(spec, message).encode()
-                )
+    async with (
+        producer(settings, transactional_id="brokerflow-demo") as writer,
+        writer.transaction(),
+    ):
+        for spec, message in routed:
+            await writer.send(
+                spec.name, message.to_json_bytes(), key=message_key(spec, message).encode()
+            )
 
     received = 0
     async with consumer(settings) as reader:
@@ -65,9 +67,9 @@ async def _smoke_pipeline(settings: Settings) -> int:
         end = await reader.end_offsets(partitions)
         lines: list[tuple[str, int, int, str, str]] = []
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(
-            await reader.position(tp) < end[tp] for tp in partitions
-        ):
+        while time.monotonic() < deadline and [
+            tp for tp in partitions if await reader.position(tp) < end[tp]
+        ]:
             for tp, records in (await reader.getmany(timeout_ms=500)).items():
                 for record in records:
                     key = record.key.decode() if record.key else ""

@@ -51,7 +51,8 @@ class SchemaError(BrokerflowError, ValueError):
         problems: dict[str, str] = {}
         for error in exc.errors(include_url=False):
             path = ".".join(str(part) for part in error["loc"]) or "<payload>"
-            problems.setdefault(path, error["msg"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.setdefault(path, message)
         return cls(model, problems)
 
 

@@ -37,7 +37,7 @@ class TopicSpec:
     name: str
     partitions: int
     #: What the message key holds; every key is a UTF-8 string.
-    key: Literal["symbol", "accountId", "source"]
+    key: Literal["symbol", "accountId", "userId", "source"]
     #: Registry ``type`` names of the payloads this topic carries.
     value_types: tuple[str, ...]
     cleanup_policy: Literal["delete", "compact"] = "delete"
@@ -175,7 +175,9 @@ def catalog(settings: Settings) -> TopicCatalog:
                 "CashDeposited",
                 "CashWithdrawn",
                 "FundsHeld",
-                "HoldReleased",
+                "FundsReleased",
+                "SharesHeld",
+                "SharesReleased",
                 "FillSettled",
             ),
             retention_ms=RETAIN_FOREVER,
@@ -185,10 +187,10 @@ def catalog(settings: Settings) -> TopicCatalog:
             "notifications",
             "notifications-v1",
             partitions=n,
-            key="accountId",
+            key="userId",
             value_types=("OrderUpdate", "PriceAlertTriggered"),
             retention_ms=7 * DAY_MS,
-            description="User notifications (order updates, price alerts), keyed by account",
+            description="User notifications (order updates, price alerts), keyed by user",
         ),
         dead_letters=spec(
             "dead_letters",

@@ -5,8 +5,6 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-import brokerflow
-
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -51,7 +51,8 @@ def format_decimal(value: Decimal) -> str:
 
 def format_utc(value: datetime) -> str:
     """ISO 8601, microseconds, ``Z`` suffix: sortable as text and unambiguous."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime("%Y"): glibc writes year 999 as "999", which fromisoformat refuses.
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _to_decimal(value: Any) -> Decimal:
@@ -108,7 +109,10 @@ def _to_utc(value: Any) -> datetime:
         raise ValueError(f"expected an ISO 8601 timestamp, got {type(value).__name__}")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"{value!r} has no time zone; send UTC, e.g. '2026-01-02T13:30:00Z'")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"{value!r} is out of range in UTC") from None
 
 
 def _symbol(value: str) -> str:
@@ -169,6 +173,9 @@ class Message(BaseModel):
         str_strip_whitespace=True,
     )
 
+    #: The message's name; every concrete class narrows it to a Literal of its own name.
+    #: Declared here so that it is the first key of every payload.
+    type: str
     #: Bumped on any incompatible change; readers dispatch on (type, schemaVersion).
     schema_version: Literal[1] = 1
 

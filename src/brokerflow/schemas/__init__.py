@@ -1,0 +1,143 @@
+"""Every payload brokerflow puts on a topic, and the registry that reads them back.
+
+Where to start: :mod:`~brokerflow.schemas.base` for the wire conventions (camelCase, ``type`` +
+``schemaVersion``, decimal strings, UTC ``Z`` times), then :func:`decode` / :func:`encode`, and
+:mod:`~brokerflow.schemas.examples` for one sample payload of every class. A class's ``type`` is
+its name, except ``OrderUpdateNotification``, whose ``type`` is the seed's ``OrderUpdate``.
+
+=====================  =========================================================================
+family                 messages
+=====================  =========================================================================
+orders                 PlaceOrder, CancelOrder, AmendOrder (commands); OrderSubmitted ...
+                       OrderDuplicateIgnored (events)
+trades                 TradeExecuted
+market                 Trade, BestBidAsk, Quote (normalized vendor ticks)
+stats                  BarClosed
+ledger                 AccountOpened, CashDeposited, CashWithdrawn, FundsHeld, FundsReleased,
+                       SharesHeld, SharesReleased, FillSettled
+notifications          OrderUpdateNotification (type ``OrderUpdate``), PriceAlertTriggered
+deadletter             DeadLetter
+=====================  =========================================================================
+"""
+
+from brokerflow.errors import SchemaError, UnknownMessageError
+from brokerflow.schemas.base import (
+    Currency,
+    DecimalStr,
+    Message,
+    NonNegativeDecimal,
+    PositiveDecimal,
+    Symbol,
+    UtcDatetime,
+)
+from brokerflow.schemas.deadletter import DeadLetter, PayloadEncoding
+from brokerflow.schemas.ledger import (
+    AccountOpened,
+    CashDeposited,
+    CashWithdrawn,
+    FillSettled,
+    FundsHeld,
+    FundsReleased,
+    HoldReleaseReason,
+    LedgerEvent,
+    SharesHeld,
+    SharesReleased,
+)
+from brokerflow.schemas.market import BestBidAsk, Quote, Trade, Venue
+from brokerflow.schemas.notifications import (
+    AlertCondition,
+    Notification,
+    NotificationChannel,
+    OrderUpdateNotification,
+    PriceAlertTriggered,
+)
+from brokerflow.schemas.orders import (
+    AmendOrder,
+    CancelOrder,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderCommand,
+    OrderDuplicateIgnored,
+    OrderEvent,
+    OrderExpired,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderStatus,
+    OrderSubmitted,
+    OrderType,
+    PlaceOrder,
+    Side,
+    TimeInForce,
+)
+from brokerflow.schemas.registry import (
+    MESSAGE_CLASSES,
+    REGISTRY,
+    decode,
+    encode,
+    message_class,
+    registry_key,
+)
+from brokerflow.schemas.stats import BarClosed, BarWindow
+from brokerflow.schemas.trades import TradeExecuted
+
+__all__ = [
+    "MESSAGE_CLASSES",
+    "REGISTRY",
+    "AccountOpened",
+    "AlertCondition",
+    "AmendOrder",
+    "BarClosed",
+    "BarWindow",
+    "BestBidAsk",
+    "CancelOrder",
+    "CashDeposited",
+    "CashWithdrawn",
+    "Currency",
+    "DeadLetter",
+    "DecimalStr",
+    "FillSettled",
+    "FundsHeld",
+    "FundsReleased",
+    "HoldReleaseReason",
+    "LedgerEvent",
+    "Message",
+    "NonNegativeDecimal",
+    "Notification",
+    "NotificationChannel",
+    "OrderAccepted",
+    "OrderAmended",
+    "OrderCancelled",
+    "OrderCommand",
+    "OrderDuplicateIgnored",
+    "OrderEvent",
+    "OrderExpired",
+    "OrderFilled",
+    "OrderPartiallyFilled",
+    "OrderRejected",
+    "OrderStatus",
+    "OrderSubmitted",
+    "OrderType",
+    "OrderUpdateNotification",
+    "PayloadEncoding",
+    "PlaceOrder",
+    "PositiveDecimal",
+    "PriceAlertTriggered",
+    "Quote",
+    "SchemaError",
+    "SharesHeld",
+    "SharesReleased",
+    "Side",
+    "Symbol",
+    "TimeInForce",
+    "Trade",
+    "TradeExecuted",
+    "UnknownMessageError",
+    "UtcDatetime",
+    "Venue",
+    "decode",
+    "encode",
+    "message_class",
+    "registry_key",
+]

@@ -1,0 +1,124 @@
+"""What the notification service tells a user, and on which channels it may say it.
+
+The seed's WebSocket push ``{type: "ORDER_UPDATE", orderId, status, filledQty, ...}`` becomes
+``OrderUpdateNotification``, whose ``type`` is ``"OrderUpdate"`` (the seed's name in our casing;
+``filledQty`` is ``filledQuantity``).
+Delivery is at-least-once, so every notification has a ``notificationId`` a client uses to drop
+repeats, and an order update carries the order event's ``sequence`` so a client that receives
+updates out of order keeps the newest.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from brokerflow.schemas.base import (
+    Message,
+    NonNegativeDecimal,
+    PositiveDecimal,
+    Symbol,
+    UtcDatetime,
+    format_decimal,
+    invalid_field,
+)
+from brokerflow.schemas.orders import OrderStatus, Side
+
+__all__ = [
+    "AlertCondition",
+    "Notification",
+    "NotificationChannel",
+    "OrderUpdateNotification",
+    "PriceAlertTriggered",
+]
+
+Id = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class NotificationChannel(StrEnum):
+    IN_APP = "IN_APP"  # the WebSocket gateway, when the user is connected
+    PUSH = "PUSH"  # FCM / APNs
+    EMAIL = "EMAIL"
+    SMS = "SMS"
+
+
+class AlertCondition(StrEnum):
+    PRICE_AT_OR_ABOVE = "PRICE_AT_OR_ABOVE"
+    PRICE_AT_OR_BELOW = "PRICE_AT_OR_BELOW"
+
+
+class _NotificationBase(Message):
+    #: Unique per notification: the key a client or channel uses to drop repeats.
+    notification_id: Id
+    user_id: Id
+    account_id: Id | None = None
+    #: Where the user wants this kind of notice, in order of preference; the router may skip
+    #: ``IN_APP`` when the user is offline.
+    channels: tuple[NotificationChannel, ...] = Field(min_length=1)
+    #: The text shown to the user, already templated.
+    message: str = Field(min_length=1, max_length=500)
+    event_time: UtcDatetime
+
+    @field_validator("channels")
+    @classmethod
+    def _channels_are_distinct(
+        cls, channels: tuple[NotificationChannel, ...]
+    ) -> tuple[NotificationChannel, ...]:
+        if len(set(channels)) != len(channels):
+            raise ValueError("lists a channel twice")
+        return channels
+
+
+class OrderUpdateNotification(_NotificationBase):
+    type: Literal["OrderUpdate"] = "OrderUpdate"
+    order_id: Id
+    symbol: Symbol
+    side: Side
+    status: OrderStatus
+    #: The order event's per-symbol sequence: a client keeps the update with the highest.
+    sequence: int = Field(ge=0)
+    filled_quantity: NonNegativeDecimal
+    leaves_quantity: NonNegativeDecimal
+    #: The fill that caused this update, when one did.
+    last_price: PositiveDecimal | None = None
+    last_quantity: PositiveDecimal | None = None
+    #: The machine-readable reason of a rejection or cancellation.
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _last_fill_is_whole(self) -> OrderUpdateNotification:
+        if (self.last_price is None) != (self.last_quantity is None):
+            raise invalid_field("last_quantity", "last price and last quantity come together")
+        return self
+
+
+class PriceAlertTriggered(_NotificationBase):
+    """A user's price alert fired: ``price`` crossed ``threshold`` in the alert's direction."""
+
+    type: Literal["PriceAlertTriggered"] = "PriceAlertTriggered"
+    alert_id: Id
+    symbol: Symbol
+    condition: AlertCondition
+    threshold: PositiveDecimal
+    #: The market price that triggered it; ``event_time`` is that tick's time.
+    price: PositiveDecimal
+
+    @model_validator(mode="after")
+    def _price_meets_condition(self) -> PriceAlertTriggered:
+        if self.condition is AlertCondition.PRICE_AT_OR_ABOVE:
+            met = self.price >= self.threshold
+        else:
+            met = self.price <= self.threshold
+        if not met:
+            raise invalid_field(
+                "price",
+                f"{format_decimal(self.price)} does not meet {self.condition.value}"
+                f" {format_decimal(self.threshold)}",
+                format_decimal(self.price),
+            )
+        return self
+
+
+Notification = Annotated[OrderUpdateNotification | PriceAlertTriggered, Field(discriminator="type")]
