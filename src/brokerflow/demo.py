@@ -20,7 +20,12 @@ from brokerflow.topics import TopicCatalog, TopicSpec, catalog
 
 __all__ = ["message_key", "route", "run_demo"]
 
-_KEY_FIELDS = {"symbol": "symbol", "accountId": "account_id", "userId": "user_id", "source": "source"}
+_KEY_FIELDS = {
+    "symbol": "symbol",
+    "accountId": "account_id",
+    "userId": "user_id",
+    "source": "source",
+}
 
 
 def route(topics: TopicCatalog, message: Message) -> TopicSpec:
