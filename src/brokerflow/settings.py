@@ -7,9 +7,11 @@ configuring to run offline.
 
 from __future__ import annotations
 
+from datetime import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -85,6 +87,69 @@ class Settings(BaseSettings):
         200, ge=1, le=1024, description="Streams per Binance WebSocket connection (max 1024)"
     )
 
+    # --- market-data connectors -------------------------------------------------------------
+    binance_max_connection_age_s: float = Field(
+        85_800.0,
+        gt=0,
+        description="Reconnect a Binance WebSocket after this many seconds, before Binance cuts "
+        "it at 24 h (default 23 h 50 min)",
+    )
+    binance_silence_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Reconnect a Binance WebSocket that delivered no frame for this many seconds",
+    )
+    vendor_backoff_initial_s: float = Field(
+        1.0, gt=0, description="First retry/reconnect delay after a vendor failure, in seconds"
+    )
+    vendor_backoff_max_s: float = Field(
+        60.0, gt=0, description="Longest retry/reconnect delay (the delay doubles up to this)"
+    )
+    brapi_monthly_request_budget: int = Field(
+        15_000,
+        ge=1,
+        description="Brapi requests allowed per calendar month (free plan: 15000); polling is "
+        "spread over the month's trading hours and stops when it is used up",
+    )
+    brapi_min_poll_interval_s: float = Field(
+        60.0, gt=0, description="Never poll Brapi more often than this, whatever the budget allows"
+    )
+    brapi_tickers_per_request: int = Field(
+        1,
+        ge=1,
+        description="Tickers per Brapi request (the free plan allows 1; paid plans more)",
+    )
+    brapi_max_attempts: int = Field(
+        5, ge=1, description="Attempts per Brapi request when it is rate-limited (429) or 5xx"
+    )
+    brapi_timeout_s: float = Field(10.0, gt=0, description="Brapi HTTP timeout, in seconds")
+    brapi_market_hours_only: bool = Field(
+        True, description="Poll Brapi only during the B3 session below; wait outside it"
+    )
+    brapi_session_open: time = Field(
+        time(10, 0), description="B3 regular session open, local time (Monday-Friday)"
+    )
+    brapi_session_close: time = Field(
+        time(17, 0), description="B3 regular session close, local time (Monday-Friday)"
+    )
+    brapi_session_timezone: str = Field(
+        "America/Sao_Paulo", description="IANA time zone of the session hours above"
+    )
+    tape_record_path: str = Field(
+        "",
+        description="Record every raw vendor frame to this JSONL tape (.gz to compress); "
+        "empty: do not record",
+    )
+    tape_replay_path: str = Field(
+        "", description="Replay this tape instead of connecting to the vendors; empty: live"
+    )
+    tape_replay_speed: float = Field(
+        1.0,
+        ge=0,
+        description="Tape replay speed: 1 = recorded pace, 10 = ten times faster, 0 = as fast "
+        "as possible",
+    )
+
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
@@ -104,6 +169,17 @@ class Settings(BaseSettings):
     @classmethod
     def _symbols(cls, value: object) -> object:
         return _split_symbols(value)
+
+    @field_validator("brapi_session_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone (e.g. America/Sao_Paulo)"
+            ) from None
+        return value
 
     def topic(self, name: str) -> str:
         """The physical topic name for a catalog name (applies ``TOPIC_PREFIX``)."""
