@@ -115,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # aiokafka warns on every retry while a restarted broker elects partition leaders;
+        # the health checks already wait for that and fail with a clear error if it never ends.
+        logging.getLogger("aiokafka").setLevel(logging.ERROR)
     try:
         return int(args.handler(Settings(), args))
     except BrokerflowError as exc:
