@@ -150,6 +150,53 @@ class Settings(BaseSettings):
         "as possible",
     )
 
+    # --- stats flow (flows/stats.py) --------------------------------------------------------
+    stats_windows: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["1s", "1m"],
+        description="Tumbling window lengths the stats flow computes, comma-separated "
+        "(1s, 5s, 1m, 5m, 15m, 1h, 1d)",
+    )
+    stats_allowed_lateness_s: float = Field(
+        2.0,
+        ge=0,
+        description="A tick more than this many seconds behind its stream's latest event time "
+        "is late: it goes to market-late-ticks-v1 and never into a bar",
+    )
+    stats_idle_stream_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="Stop waiting for a symbol's trades or book tickers once that stream has "
+        "sent nothing for this many wall-clock seconds (its bars wait that long at most)",
+    )
+    stats_stop_at_end: bool = Field(
+        False,
+        description="Stop the stats flow at the end of its input partitions and close every "
+        "open window (tests, backfills); false: tail the topics forever",
+    )
+    stats_kafka_batch_size: int = Field(
+        1000, ge=1, description="Records the stats flow reads per partition per poll"
+    )
+    stats_mongo_collection: str = Field(
+        "bars", description="MongoDB collection of closed bars (one document per bar)"
+    )
+    stats_redis_prefix: str = Field(
+        "", description="Prefix added to every Redis key the stats flow writes (isolation)"
+    )
+    stats_recent_bars: int = Field(
+        300, ge=1, description="Bars kept per symbol and window in Redis' recent series"
+    )
+    stats_recovery_dir: str = Field(
+        "",
+        description="Bytewax recovery directory of `python -m brokerflow.flows.stats`; empty: "
+        "STACK_DIR/recovery/stats",
+    )
+    stats_snapshot_interval_s: float = Field(
+        1.0, gt=0, description="Seconds between the stats flow's recovery snapshots"
+    )
+    stats_workers: int = Field(
+        1, ge=1, description="Bytewax workers of `python -m brokerflow.flows.stats`"
+    )
+
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
@@ -169,6 +216,26 @@ class Settings(BaseSettings):
     @classmethod
     def _symbols(cls, value: object) -> object:
         return _split_symbols(value)
+
+    @field_validator("stats_windows", mode="before")
+    @classmethod
+    def _windows(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("stats_windows")
+    @classmethod
+    def _known_windows(cls, value: list[str]) -> list[str]:
+        from brokerflow.schemas.stats import BarWindow
+
+        known = [w.value for w in BarWindow]
+        for label in value:
+            if label not in known:
+                raise ValueError(f"{label!r} is not a window length; known: {', '.join(known)}")
+        if not value:
+            raise ValueError("at least one window length is needed")
+        return value
 
     @field_validator("brapi_session_timezone")
     @classmethod

@@ -1,0 +1,1 @@
+"""Bundled data: the sample market tape (and later order tapes); read with importlib.resources."""

@@ -1,0 +1,133 @@
+"""Every Prometheus metric brokerflow exports, in one place.
+
+The names keep the seed's dashboards working (``vendor_fetch_success_total``,
+``vendor_fetch_failure_total``, ``kafka_publish_success_total``); the rest follow the same plain
+``<what>_<unit>_total`` style. All live in :data:`REGISTRY`, a registry of our own rather than
+prometheus-client's global one, so that a library we import (Faust, Bytewax) cannot collide with a
+name and tests read exact values with :func:`metric_value`::
+
+    >>> before = metric_value("dead_letters_total", source="binance_ws", reason="DOCTEST")
+    >>> DEAD_LETTERS.labels(source="binance_ws", reason="DOCTEST").inc()
+    >>> metric_value("dead_letters_total", source="binance_ws", reason="DOCTEST") - before
+    1.0
+
+Label values stay low-cardinality: a vendor (``binance``, ``brapi``), a topic, a shard number, a
+short reason code; never a symbol or an order id.
+"""
+
+from __future__ import annotations
+
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    start_http_server,
+)
+
+__all__ = [
+    "DEAD_LETTERS",
+    "KAFKA_PUBLISH_FAILURE",
+    "KAFKA_PUBLISH_SUCCESS",
+    "REGISTRY",
+    "VENDOR_FETCH_FAILURE",
+    "VENDOR_FETCH_SUCCESS",
+    "VENDOR_RECONNECTS",
+    "VENDOR_TO_KAFKA_LATENCY",
+    "WINDOW_LATENESS",
+    "WINDOW_LATE_EVENTS_DROPPED",
+    "metric_value",
+    "start_metrics_server",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+# The process, platform and GC collectors the default registry would have had.
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
+
+# --- vendors ----------------------------------------------------------------------------------
+VENDOR_FETCH_SUCCESS = Counter(
+    "vendor_fetch_success",
+    "Payloads received from a market-data vendor: one per WebSocket frame, one per HTTP 200",
+    ["vendor"],
+    registry=REGISTRY,
+)
+VENDOR_FETCH_FAILURE = Counter(
+    "vendor_fetch_failure",
+    "Failed vendor fetches: a connection that could not open or dropped, an HTTP error status",
+    ["vendor", "reason"],
+    registry=REGISTRY,
+)
+VENDOR_RECONNECTS = Counter(
+    "vendor_reconnects",
+    "WebSocket reconnections, by shard and why (server_shutdown, max_age, silence, "
+    "connection_closed, connect_failed)",
+    ["vendor", "shard", "reason"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "dead_letters",
+    "Records refused and dead-lettered, by who refused them and the reason code",
+    ["source", "reason"],
+    registry=REGISTRY,
+)
+
+# --- Kafka ------------------------------------------------------------------------------------
+KAFKA_PUBLISH_SUCCESS = Counter(
+    "kafka_publish_success",
+    "Records acknowledged by Kafka",
+    ["topic"],
+    registry=REGISTRY,
+)
+KAFKA_PUBLISH_FAILURE = Counter(
+    "kafka_publish_failure",
+    "Records Kafka refused or that timed out",
+    ["topic"],
+    registry=REGISTRY,
+)
+VENDOR_TO_KAFKA_LATENCY = Histogram(
+    "vendor_to_kafka_latency_seconds",
+    "From the vendor's event time to Kafka's acknowledgement of our record",
+    ["vendor"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+    registry=REGISTRY,
+)
+
+# --- windows (stats flow) ---------------------------------------------------------------------
+WINDOW_LATENESS = Histogram(
+    "window_lateness_seconds",
+    "How far behind the watermark an event arrived (0 for an on-time event)",
+    ["flow"],
+    buckets=(0, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+    registry=REGISTRY,
+)
+WINDOW_LATE_EVENTS_DROPPED = Counter(
+    "window_late_events_dropped",
+    "Events that arrived after their window had closed and were left out of it",
+    ["flow"],
+    registry=REGISTRY,
+)
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """The current value of one sample, 0.0 when it was never touched (for tests and checks).
+
+    ``name`` is the exposed sample name: ``vendor_fetch_success_total``,
+    ``vendor_to_kafka_latency_seconds_count``...
+    """
+    value = REGISTRY.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def start_metrics_server(port: int, address: str = "0.0.0.0") -> tuple[WSGIServer, Thread]:
+    """Serve :data:`REGISTRY` on ``http://address:port/metrics`` from a daemon thread.
+
+    ``port=0`` picks a free port: read it back from ``server.server_port``. To stop, call
+    ``server.shutdown()`` then ``server.server_close()``.
+    """
+    return start_http_server(port, addr=address, registry=REGISTRY)
