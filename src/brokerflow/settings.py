@@ -197,6 +197,63 @@ class Settings(BaseSettings):
         1, ge=1, description="Bytewax workers of `python -m brokerflow.flows.stats`"
     )
 
+    # --- exchange (Faust agents, issue 3) ----------------------------------------------------
+    exchange_app_id: str = Field(
+        "brokerflow-exchange",
+        description="Faust app id of the exchange: consumer group, transactional ids and "
+        "changelog topic names derive from it",
+    )
+    exchange_data_dir: Path = Field(
+        Path(".data/exchange"),
+        description="Where exchange workers keep RocksDB tables; each worker takes its own "
+        "slot-N subfolder, chosen with a file lock",
+    )
+    exchange_worker_slots: int = Field(
+        16, ge=1, le=1000, description="How many exchange workers may run on one data dir"
+    )
+    exchange_web_port_base: int = Field(
+        6066,
+        ge=1,
+        le=65000,
+        description="Faust web port of the worker in slot 0; slot N listens on base + N",
+    )
+    exchange_rules_path: str = Field(
+        "",
+        description="JSON file of per-symbol rules (tickSize, lotSize, priceBandPct, "
+        "selfTradePrevention), as `brokerflow match --rules` reads; empty: defaults",
+    )
+    exchange_commit_interval_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often the exchange commits its Kafka transaction (output visible to "
+        "read_committed readers after at most this long)",
+    )
+    exchange_rocksdb_block_cache_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="RocksDB block cache per table partition (Faust's default is 2 GiB)",
+    )
+    exchange_session_symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["PETR4", "VALE3", "ITUB4", "BBDC4"],
+        description="Symbols whose DAY orders expire at the session close below (B3 stocks); "
+        "other symbols (24/7 crypto) have no close, comma-separated",
+    )
+    exchange_session_close: time = Field(
+        time(17, 0), description="Exchange session close, local time (Monday-Friday)"
+    )
+    exchange_session_timezone: str = Field(
+        "America/Sao_Paulo", description="IANA time zone of the exchange session close"
+    )
+    exchange_session_timer_s: float = Field(
+        30.0, gt=0, description="How often the session timer checks for a close to publish"
+    )
+    exchange_reference_min_interval_s: float = Field(
+        1.0,
+        ge=0,
+        description="Forward a symbol's last trade price as a reference price at most this "
+        "often (by trade event time), and only when it changed",
+    )
+
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
@@ -212,7 +269,9 @@ class Settings(BaseSettings):
     validate_only: bool = Field(False, description="Validate, then exit without running")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 
-    @field_validator("binance_symbols", "brapi_symbols", mode="before")
+    @field_validator(
+        "binance_symbols", "brapi_symbols", "exchange_session_symbols", mode="before"
+    )
     @classmethod
     def _symbols(cls, value: object) -> object:
         return _split_symbols(value)
@@ -237,7 +296,7 @@ class Settings(BaseSettings):
             raise ValueError("at least one window length is needed")
         return value
 
-    @field_validator("brapi_session_timezone")
+    @field_validator("brapi_session_timezone", "exchange_session_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
         try:

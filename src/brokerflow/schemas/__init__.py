@@ -8,7 +8,8 @@ its name, except ``OrderUpdateNotification``, whose ``type`` is the seed's ``Ord
 =====================  =========================================================================
 family                 messages
 =====================  =========================================================================
-orders                 PlaceOrder, CancelOrder, AmendOrder (commands); OrderSubmitted ...
+orders                 PlaceOrder, CancelOrder, AmendOrder, CloseSession, SetReferencePrice
+                       (commands); OrderSubmitted ...
                        OrderDuplicateIgnored (events)
 trades                 TradeExecuted
 market                 Trade, BestBidAsk, Quote (normalized vendor ticks)
@@ -54,6 +55,7 @@ from brokerflow.schemas.notifications import (
 from brokerflow.schemas.orders import (
     AmendOrder,
     CancelOrder,
+    CloseSession,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -68,6 +70,7 @@ from brokerflow.schemas.orders import (
     OrderSubmitted,
     OrderType,
     PlaceOrder,
+    SetReferencePrice,
     Side,
     TimeInForce,
 )
@@ -94,6 +97,7 @@ __all__ = [
     "CancelOrder",
     "CashDeposited",
     "CashWithdrawn",
+    "CloseSession",
     "Currency",
     "DeadLetter",
     "DecimalStr",
@@ -126,6 +130,7 @@ __all__ = [
     "PriceAlertTriggered",
     "Quote",
     "SchemaError",
+    "SetReferencePrice",
     "SharesHeld",
     "SharesReleased",
     "Side",

@@ -13,7 +13,7 @@ until it has one.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from brokerflow.schemas import (
     CancelOrder,
     CashDeposited,
     CashWithdrawn,
+    CloseSession,
     DeadLetter,
     FillSettled,
     FundsHeld,
@@ -49,6 +50,7 @@ from brokerflow.schemas import (
     PlaceOrder,
     PriceAlertTriggered,
     Quote,
+    SetReferencePrice,
     SharesHeld,
     SharesReleased,
     Side,
@@ -85,6 +87,17 @@ AMEND_ORDER = AmendOrder(
     symbol="PETR4",
     quantity=Decimal("60"),
     event_time=datetime(2026, 1, 2, 13, 32, 0, tzinfo=UTC),
+)
+CLOSE_SESSION = CloseSession(
+    symbol="PETR4",
+    session_date=date(2026, 1, 2),
+    event_time=datetime(2026, 1, 2, 20, 0, 0, tzinfo=UTC),
+)
+SET_REFERENCE_PRICE = SetReferencePrice(
+    symbol="PETR4",
+    price=Decimal("38.10"),
+    source="b3",
+    event_time=datetime(2026, 1, 2, 13, 29, 59, tzinfo=UTC),
 )
 ORDER_SUBMITTED = OrderSubmitted(
     order_id="ord-0001",
@@ -419,6 +432,8 @@ EXAMPLES: list[Message] = [
     PLACE_ORDER,
     CANCEL_ORDER,
     AMEND_ORDER,
+    CLOSE_SESSION,
+    SET_REFERENCE_PRICE,
     ORDER_SUBMITTED,
     ORDER_ACCEPTED,
     ORDER_REJECTED,

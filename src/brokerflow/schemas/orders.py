@@ -1,7 +1,7 @@
 """Order commands (broker -> exchange) and order events (exchange -> everyone).
 
-Commands are imperative (``PlaceOrder``, ``CancelOrder``, ``AmendOrder``) and travel on
-``exchange.order-commands.v1``; events are past tense and travel on ``order-events-v1`` (the seed's
+Commands are imperative (``PlaceOrder``, ``CancelOrder``, ``AmendOrder``, and the exchange's own
+``CloseSession`` and ``SetReferencePrice``) and travel on ``order-commands-v1``; events are past tense and travel on ``order-events-v1`` (the seed's
 name). Event names follow the order state machine in :mod:`brokerflow.order_state`::
 
     PENDING -> OPEN -> PARTIALLY_FILLED -> FILLED
@@ -13,6 +13,7 @@ because ``type`` names the message, ``quantity``, ``price``, ``idempotencyKey``)
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -30,6 +31,7 @@ from brokerflow.schemas.base import (
 __all__ = [
     "AmendOrder",
     "CancelOrder",
+    "CloseSession",
     "OrderAccepted",
     "OrderAmended",
     "OrderCancelled",
@@ -44,6 +46,7 @@ __all__ = [
     "OrderSubmitted",
     "OrderType",
     "PlaceOrder",
+    "SetReferencePrice",
     "Side",
     "TimeInForce",
 ]
@@ -130,7 +133,41 @@ class AmendOrder(Message):
         return self
 
 
-OrderCommand = Annotated[PlaceOrder | CancelOrder | AmendOrder, Field(discriminator="type")]
+class CloseSession(Message):
+    """End of a trading session for one symbol: every resting DAY order expires.
+
+    Published by the exchange's session timer into the command topic, keyed by symbol, so the
+    expiry sits in the same ordered log as the orders and a replay reproduces it. ``sessionDate``
+    (the venue's local date) lets the exchange ignore a repeated close of the same session; a
+    close without one (a hand-written tape) always applies.
+    """
+
+    type: Literal["CloseSession"] = "CloseSession"
+    symbol: Symbol
+    session_date: date | None = None
+    #: The session's close instant (not the wall clock of the timer): deterministic on replay.
+    event_time: UtcDatetime
+
+
+class SetReferencePrice(Message):
+    """The market's last price for a symbol, for the exchange's price bands. No event follows.
+
+    Forwarded from the market-data trades topic into the command topic (throttled), so the
+    matching agent sees prices in the same ordered log as orders and replays are deterministic.
+    """
+
+    type: Literal["SetReferencePrice"] = "SetReferencePrice"
+    symbol: Symbol
+    price: PositiveDecimal
+    #: Where the price came from (``binance``, ``b3``...); informational.
+    source: str | None = Field(default=None, max_length=64)
+    event_time: UtcDatetime
+
+
+OrderCommand = Annotated[
+    PlaceOrder | CancelOrder | AmendOrder | CloseSession | SetReferencePrice,
+    Field(discriminator="type"),
+]
 
 
 # --- events --------------------------------------------------------------------------------

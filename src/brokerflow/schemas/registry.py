@@ -38,6 +38,7 @@ from brokerflow.schemas.notifications import OrderUpdateNotification, PriceAlert
 from brokerflow.schemas.orders import (
     AmendOrder,
     CancelOrder,
+    CloseSession,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -48,6 +49,7 @@ from brokerflow.schemas.orders import (
     OrderRejected,
     OrderSubmitted,
     PlaceOrder,
+    SetReferencePrice,
 )
 from brokerflow.schemas.stats import BarClosed
 from brokerflow.schemas.trades import TradeExecuted
@@ -59,6 +61,8 @@ MESSAGE_CLASSES: Final[tuple[type[Message], ...]] = (
     PlaceOrder,
     CancelOrder,
     AmendOrder,
+    CloseSession,
+    SetReferencePrice,
     OrderSubmitted,
     OrderAccepted,
     OrderRejected,

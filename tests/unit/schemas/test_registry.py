@@ -66,6 +66,8 @@ def test_registry_holds_exactly_these_type_version_pairs() -> None:
             "PlaceOrder",
             "CancelOrder",
             "AmendOrder",
+            "CloseSession",
+            "SetReferencePrice",
             "OrderSubmitted",
             "OrderAccepted",
             "OrderRejected",
