@@ -1,11 +1,16 @@
 """The exception tree. Every error brokerflow raises on purpose is a ``BrokerflowError``.
 
 BrokerflowError
-├── ConfigError            a setting is missing or malformed
-├── SchemaError            a payload does not match its schema (names the field)
-├── UnknownMessageError    a payload's (type, schemaVersion) is not in the registry
-└── StackError             the local stack could not be provisioned, started or reached
-    └── MissingPrerequisiteError   a tool the stack needs (java, mvn, go, apt) is not installed
+├── ConfigError                  a setting is missing or malformed
+├── SchemaError                  a payload does not match its schema (names the field)
+│   └── UnknownMessageError      a payload's (type, schemaVersion) is not in the registry
+├── StackError                   the local stack could not be provisioned, started or reached
+│   ├── MissingPrerequisiteError a tool the stack needs (java, mvn, go, apt) is missing
+│   └── KafkaUnavailableError    (kafka_io) no broker answers at the bootstrap servers
+├── IllegalTransitionError       (order_state) an order event out of order or duplicated
+├── TapeError                    (connectors.tape) a tape file that cannot be read
+└── BrapiError                   (connectors.brapi) 401 auth, 402 plan limit, 404 unknown
+                                 ticker, 429 rate limited, 5xx unavailable, budget exhausted
 """
 
 from __future__ import annotations
