@@ -228,6 +228,12 @@ class Settings(BaseSettings):
         description="How often the exchange commits its Kafka transaction (output visible to "
         "read_committed readers after at most this long)",
     )
+    exchange_session_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Consumer-group session timeout of exchange workers: how long partitions of "
+        "a worker that died (kill -9) wait before another worker takes them",
+    )
     exchange_rocksdb_block_cache_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024 * 1024,
@@ -254,6 +260,45 @@ class Settings(BaseSettings):
         "often (by trade event time), and only when it changed",
     )
 
+    # --- ingest flow (flows/ingest.py) ------------------------------------------------------
+    ingest_source: Literal["tape", "binance", "brapi", "live"] = Field(
+        "tape",
+        description="What the ingest flow reads: tape (TAPE_REPLAY_PATH, or the bundled sample "
+        "tape when that is empty), binance (WebSocket), brapi (REST polling), live (both)",
+    )
+    ingest_tape_partitions: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Source partitions a tape is split into by symbol (the unit of parallelism "
+        "across workers); keep it fixed while a recovery directory is in use",
+    )
+    ingest_batch_size: int = Field(
+        1000, ge=1, description="Frames a source partition hands the ingest flow at once"
+    )
+    ingest_mongo_history: bool = Field(
+        True,
+        description="Store every normalized record's raw vendor frame in MongoDB (idempotent)",
+    )
+    ingest_mongo_collection: str = Field(
+        "market_history",
+        description="MongoDB collection of raw vendor history, one document per record",
+    )
+    ingest_recovery_dir: str = Field(
+        "",
+        description="Bytewax recovery directory of `python -m brokerflow.flows.ingest`; empty: "
+        "STACK_DIR/recovery/ingest",
+    )
+    ingest_snapshot_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between the ingest flow's recovery snapshots (a crash replays at "
+        "most this much output)",
+    )
+    ingest_workers: int = Field(
+        1, ge=1, description="Bytewax workers of `python -m brokerflow.flows.ingest`"
+    )
+
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
@@ -269,9 +314,7 @@ class Settings(BaseSettings):
     validate_only: bool = Field(False, description="Validate, then exit without running")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 
-    @field_validator(
-        "binance_symbols", "brapi_symbols", "exchange_session_symbols", mode="before"
-    )
+    @field_validator("binance_symbols", "brapi_symbols", "exchange_session_symbols", mode="before")
     @classmethod
     def _symbols(cls, value: object) -> object:
         return _split_symbols(value)

@@ -112,7 +112,15 @@ class Stack:
 
     def _bring_up(self, service: Service) -> str:
         if service.running_pid() is not None:
-            return "running"
+            if service.answers():
+                return "running"
+            # Ours, but wedged or still dying: restart it rather than report it unhealthy.
+            log.warning(
+                "%s (pid %s) does not answer; restarting it", service.name, service.running_pid()
+            )
+            service.stop()
+            service.start()
+            return "started"
         if service.answers():
             if service is self.kafka or self.settings.stack_use_external:
                 return "external"

@@ -143,7 +143,10 @@ def mongo_health(url: str, timeout_s: float = 2.0) -> float:
     started = time.perf_counter()
     timeout_ms = int(timeout_s * 1000)
     client: MongoClient[dict[str, object]] = MongoClient(
-        url, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms
+        url,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=timeout_ms,  # a wedged server accepts the connection, then never answers
     )
     try:
         client.admin.command("ping")

@@ -1,0 +1,405 @@
+"""The stats flow on the real stack: Kafka in, MongoDB + Redis + Kafka out, crash and -w 2.
+
+Each test publishes the same tape to its own topic prefix, runs ``python -m bytewax.run
+brokerflow.flows.stats:flow`` as a subprocess with recovery on, and reads back the stores.
+
+The tape (hand-computable): from a whole minute T0, for 150 s, a trade every 250 ms per symbol
+with prices cycling 100, 101, 102, 103 (BTCUSDT; ETHUSDT adds 1900) and quantities 1, 2, 3, 4,
+even trades BUY and odd SELL; a best bid/ask every 500 ms with spreads alternating 0.20 and 0.30,
+and two more seconds of book tickers after the last trade. Every full 1 s window therefore holds
+open 100, high 103, low 100, close 103, volume 10, VWAP (100 + 202 + 306 + 412) / 10 = 102,
+buy 1 + 3 = 4, sell 2 + 4 = 6, two quotes with mean spread 0.25 and max 0.30.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from bytewax.recovery import init_db_dir
+from pymongo import MongoClient
+
+from brokerflow.kafka_io import consumer, producer, publish
+from brokerflow.schemas.market import BestBidAsk, Trade
+from brokerflow.settings import Settings
+from brokerflow.topics import catalog, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 2, 13, 0, tzinfo=UTC)
+SYMBOLS = {"BTCUSDT": Decimal(0), "ETHUSDT": Decimal(1900)}
+SECONDS = 150
+
+
+def trades(symbol: str) -> list[Trade]:
+    base = SYMBOLS[symbol]
+    out = []
+    for i in range(SECONDS * 4):
+        when = T0 + timedelta(milliseconds=250 * i)
+        out.append(
+            Trade(
+                venue="BINANCE",
+                symbol=symbol,
+                trade_id=str(1000 + i),
+                price=base + 100 + i % 4,
+                quantity=Decimal(i % 4 + 1),
+                aggressor_side="BUY" if i % 2 == 0 else "SELL",
+                event_time=when,
+                receive_time=when,
+            )
+        )
+    return out
+
+
+def quotes(symbol: str) -> list[BestBidAsk]:
+    base = SYMBOLS[symbol]
+    out = []
+    for j in range((SECONDS + 2) * 2):
+        when = T0 + timedelta(milliseconds=500 * j)
+        bid = base + Decimal("99.90")
+        out.append(
+            BestBidAsk(
+                venue="BINANCE",
+                symbol=symbol,
+                bid_price=bid,
+                bid_quantity="1",
+                ask_price=bid + (Decimal("0.20") if j % 2 == 0 else Decimal("0.30")),
+                ask_quantity="2",
+                update_id=j,
+                event_time=when,
+                receive_time=when,
+            )
+        )
+    return out
+
+
+def late_ticks() -> tuple[Trade, BestBidAsk]:
+    """Ticks far behind their streams: they must reach the late topic and change no bar."""
+    when = T0 + timedelta(seconds=10)
+    return (
+        Trade(
+            venue="BINANCE",
+            symbol="BTCUSDT",
+            trade_id="999999",
+            price="1",
+            quantity="1000",
+            aggressor_side="SELL",
+            event_time=when,
+            receive_time=when,
+        ),
+        BestBidAsk(
+            venue="BINANCE",
+            symbol="BTCUSDT",
+            bid_price="1",
+            bid_quantity="1",
+            ask_price="500",
+            ask_quantity="1",
+            event_time=when,
+            receive_time=when,
+        ),
+    )
+
+
+def run_settings(settings: Settings, tag: str) -> Settings:
+    return settings.model_copy(
+        update={
+            "topic_prefix": f"it-{tag}.",
+            "mongo_database": f"test_{tag}",
+            "stats_redis_prefix": f"test:{tag}:",
+        }
+    )
+
+
+async def publish_tape(settings: Settings, *, part: int | None = None) -> None:
+    """Publish the tape; ``part`` 0 or 1 publishes only the first or second half of each stream."""
+    topics = catalog(settings)
+    streams: list[tuple[str, list[Any]]] = []
+    for symbol in SYMBOLS:
+        streams.append((topics.market_trades.name, trades(symbol)))
+        streams.append((topics.market_book_ticker.name, quotes(symbol)))
+    async with producer(settings) as client:
+        for topic, ticks in streams:
+            half = len(ticks) // 2
+            chosen = ticks if part is None else (ticks[:half] if part == 0 else ticks[half:])
+            await publish(client, topic, [(t.symbol, t) for t in chosen])
+        if part in (None, 1):
+            late_trade, late_quote = late_ticks()
+            await publish(client, topics.market_trades.name, [("BTCUSDT", late_trade)])
+            await publish(client, topics.market_book_ticker.name, [("BTCUSDT", late_quote)])
+            await client.send_and_wait(topics.market_trades.name, b"{oops", key=b"BTCUSDT")
+
+
+async def prepare(settings: Settings) -> None:
+    topics = catalog(settings)
+    await ensure_topics(
+        settings,
+        [
+            topics.market_trades,
+            topics.market_book_ticker,
+            topics.market_bars,
+            topics.market_late_ticks,
+            topics.dead_letters,
+        ],
+    )
+
+
+def flow_env(settings: Settings, *, stop_at_end: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        MONGO_URL=settings.mongo_url,
+        REDIS_URL=settings.redis_url,
+        TOPIC_PREFIX=settings.topic_prefix,
+        MONGO_DATABASE=settings.mongo_database,
+        STATS_REDIS_PREFIX=settings.stats_redis_prefix,
+        STATS_STOP_AT_END="true" if stop_at_end else "false",
+        STATS_RECENT_BARS="100",
+    )
+    return env
+
+
+def flow_command(recovery: Path, workers: int = 1) -> list[str]:
+    command = [sys.executable, "-m", "bytewax.run", "brokerflow.flows.stats:flow"]
+    return [*command, "-w", str(workers), "-r", str(recovery), "-s", "1", "-b", "0"]
+
+
+def new_recovery_dir(tmp_path: Path, name: str) -> Path:
+    directory = tmp_path / name
+    directory.mkdir()
+    init_db_dir(directory, 1)
+    return directory
+
+
+def run_to_end(settings: Settings, recovery: Path, workers: int = 1) -> None:
+    done = subprocess.run(
+        flow_command(recovery, workers),
+        env=flow_env(settings, stop_at_end=True),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def kill_9_after_bars(settings: Settings, recovery: Path, min_bars: int) -> None:
+    """Run the flow tailing its topics (it never ends by itself); ``kill -9`` it mid-flow."""
+    process = subprocess.Popen(
+        flow_command(recovery),
+        env=flow_env(settings, stop_at_end=False),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(mongo_bars(settings)) < min_bars and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(mongo_bars(settings)) >= min_bars, "the flow wrote no bars before the kill"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def mongo_bars(settings: Settings, *, with_computed_time: bool = False) -> list[dict[str, Any]]:
+    client: Any = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        docs = list(client[settings.mongo_database][settings.stats_mongo_collection].find())
+    finally:
+        client.close()
+    if not with_computed_time:
+        for doc in docs:
+            doc.pop("computedTime", None)
+    return sorted(docs, key=lambda d: d["_id"])
+
+
+def redis_contents(settings: Settings, *, with_computed_time: bool = False) -> dict[str, Any]:
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+    def clean(bar: dict[str, Any]) -> dict[str, Any]:
+        return bar if with_computed_time else {k: v for k, v in bar.items() if k != "computedTime"}
+
+    contents: dict[str, Any] = {}
+    try:
+        for key in sorted(client.scan_iter(match=f"{settings.stats_redis_prefix}*", count=1000)):
+            short = key.removeprefix(settings.stats_redis_prefix)
+            kind = client.type(key)
+            if kind == "zset":
+                contents[short] = [
+                    (clean(json.loads(member)), score)
+                    for member, score in client.zrange(key, 0, -1, withscores=True)
+                ]
+            elif short.startswith("bars:latest:"):
+                contents[short] = clean(client.hgetall(key))
+            else:
+                contents[short] = client.hgetall(key)
+    finally:
+        client.close()
+    return contents
+
+
+def cleanup(settings: Settings) -> None:
+    client: Any = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
+    client.drop_database(settings.mongo_database)
+    client.close()
+    r = redis.Redis.from_url(settings.redis_url)
+    keys = list(r.scan_iter(match=f"{settings.stats_redis_prefix}*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+@pytest.fixture
+def isolated(settings: Settings, unique: str) -> Iterator[Any]:
+    made: list[Settings] = []
+
+    def make(tag: str) -> Settings:
+        s = run_settings(settings, f"{unique}{tag}")
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        cleanup(s)
+
+
+async def topic_values(settings: Settings, topic: str, expected: int) -> list[bytes]:
+    values: list[bytes] = []
+    async with consumer(settings, topic) as client:
+        deadline = time.monotonic() + 15
+        while len(values) < expected and time.monotonic() < deadline:
+            batch = await client.getmany(timeout_ms=500)
+            values += [record.value for records in batch.values() for record in records]
+    return values
+
+
+async def test_bars_reach_mongodb_redis_and_the_bars_topic(isolated: Any, tmp_path: Path) -> None:
+    settings = isolated("a")
+    await prepare(settings)
+    await publish_tape(settings)
+    run_to_end(settings, new_recovery_dir(tmp_path, "recovery"))
+
+    docs = {d["_id"]: d for d in mongo_bars(settings, with_computed_time=True)}
+    # 152 one-second bars (150 with trades, 2 book-only) and 3 one-minute bars per symbol.
+    assert len(docs) == 2 * (152 + 3)
+    second = docs["BTCUSDT|1s|BINANCE|2026-01-02T13:00:07.000000Z"]
+    assert {k: second[k] for k in ("open", "high", "low", "close", "volume", "vwap")} == {
+        "open": "100",
+        "high": "103",
+        "low": "100",
+        "close": "103",
+        "volume": "10",
+        "vwap": "102.00000000",
+    }
+    assert (second["tradeCount"], second["buyVolume"], second["sellVolume"]) == (4, "4", "6")
+    assert (second["bboCount"], second["spreadMean"], second["spreadMax"]) == (
+        2,
+        "0.25000000",
+        "0.30",
+    )
+    # The late trade (1000 @ 1) and the late quote (spread 499) at 13:00:10 changed nothing.
+    assert docs["BTCUSDT|1s|BINANCE|2026-01-02T13:00:10.000000Z"]["low"] == "100"
+    minute = docs["BTCUSDT|1m|BINANCE|2026-01-02T13:00:00.000000Z"]
+    assert {k: minute[k] for k in ("tradeCount", "volume", "vwap", "buyVolume", "sellVolume")} == {
+        "tradeCount": 240,
+        "volume": "600",
+        "vwap": "102.00000000",
+        "buyVolume": "240",
+        "sellVolume": "360",
+    }
+    assert (minute["bboCount"], minute["spreadMean"], minute["spreadMax"]) == (
+        120,
+        "0.25000000",
+        "0.30",
+    )
+    last_minute = docs["BTCUSDT|1m|BINANCE|2026-01-02T13:02:00.000000Z"]
+    assert (last_minute["tradeCount"], last_minute["volume"], last_minute["bboCount"]) == (
+        120,
+        "300",
+        64,
+    )
+    book_only = docs["BTCUSDT|1s|BINANCE|2026-01-02T13:02:31.000000Z"]
+    assert (book_only["tradeCount"], book_only["open"], book_only["volume"]) == (0, None, "0")
+    eth = docs["ETHUSDT|1s|BINANCE|2026-01-02T13:00:07.000000Z"]
+    assert (eth["open"], eth["vwap"]) == ("2000", "2002.00000000")
+
+    cache = redis_contents(settings)
+    assert cache["market:last_price"] == {"BTCUSDT": "103", "ETHUSDT": "2003"}
+    assert cache["market:last_price_time"]["BTCUSDT"] == "2026-01-02T13:02:30.000000Z"
+    latest = cache["bars:latest:BTCUSDT:1s"]
+    assert (latest["windowStart"], latest["tradeCount"], latest["open"]) == (
+        "2026-01-02T13:02:31.000000Z",
+        "0",
+        "",
+    )
+    recent = cache["bars:recent:BTCUSDT:1s"]
+    assert len(recent) == 100  # STATS_RECENT_BARS: the newest 100 of 152
+    assert recent[-1][0]["windowStart"] == "2026-01-02T13:02:31.000000Z"
+    assert [bar["windowStart"] for bar, _ in cache["bars:recent:BTCUSDT:1m"]] == [
+        "2026-01-02T13:00:00.000000Z",
+        "2026-01-02T13:01:00.000000Z",
+        "2026-01-02T13:02:00.000000Z",
+    ]
+
+    topics = catalog(settings)
+    late = await topic_values(settings, topics.market_late_ticks.name, 2)
+    assert sorted(late) == sorted(t.to_json_bytes() for t in late_ticks())
+    letters = await topic_values(settings, topics.dead_letters.name, 1)
+    assert [json.loads(v)["reason"] for v in letters] == ["SCHEMA_INVALID"]
+    bars_on_topic = await topic_values(settings, topics.market_bars.name, len(docs))
+    assert len(bars_on_topic) == len(docs)
+
+    # A full replay from offset 0 (fresh recovery) changes nothing, not even computedTime.
+    before = (
+        mongo_bars(settings, with_computed_time=True),
+        redis_contents(settings, with_computed_time=True),
+    )
+    run_to_end(settings, new_recovery_dir(tmp_path, "replay"))
+    after = (
+        mongo_bars(settings, with_computed_time=True),
+        redis_contents(settings, with_computed_time=True),
+    )
+    assert after == before
+
+
+async def test_kill_9_and_restart_leaves_the_same_contents(isolated: Any, tmp_path: Path) -> None:
+    reference, crashed = isolated("r"), isolated("c")
+    for s in (reference, crashed):
+        await prepare(s)
+    await publish_tape(reference)
+    await publish_tape(crashed, part=0)
+
+    recovery = new_recovery_dir(tmp_path, "recovery")
+    kill_9_after_bars(crashed, recovery, min_bars=20)
+    written_before_crash = len(mongo_bars(crashed))
+    assert written_before_crash < 2 * (152 + 3)
+
+    await publish_tape(crashed, part=1)
+    run_to_end(crashed, recovery)
+    run_to_end(reference, new_recovery_dir(tmp_path, "reference"))
+
+    assert mongo_bars(crashed) == mongo_bars(reference)
+    assert redis_contents(crashed) == redis_contents(reference)
+
+
+async def test_two_workers_give_the_same_output_as_one(isolated: Any, tmp_path: Path) -> None:
+    one, two = isolated("w1"), isolated("w2")
+    for s in (one, two):
+        await prepare(s)
+        await publish_tape(s)
+    run_to_end(one, new_recovery_dir(tmp_path, "one"), workers=1)
+    run_to_end(two, new_recovery_dir(tmp_path, "two"), workers=2)
+    assert len(mongo_bars(two)) == 2 * (152 + 3)
+    assert mongo_bars(two) == mongo_bars(one)
+    assert redis_contents(two) == redis_contents(one)
