@@ -141,7 +141,9 @@ class Settings(BaseSettings):
         "empty: do not record",
     )
     tape_replay_path: str = Field(
-        "", description="Replay this tape instead of connecting to the vendors; empty: live"
+        "",
+        description="Tape the ingest flow replays when INGEST_SOURCE=tape; empty: the bundled "
+        "sample tape",
     )
     tape_replay_speed: float = Field(
         1.0,
