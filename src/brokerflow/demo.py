@@ -1,13 +1,23 @@
 """The main job: bring the local stack up and show, end to end, what brokerflow has so far.
 
-Today: the stack and its health, the topic catalog, and a smoke pipeline that publishes one
-message of every family to its catalog topic in a Kafka transaction, then tails those topics with a
-``read_committed`` consumer and prints what came back, as ``kcat`` would.
+1. The stack and its health, and the topic catalog.
+2. A smoke pipeline: one message of every family published to its catalog topic in a Kafka
+   transaction, tailed back with a ``read_committed`` consumer and printed as ``kcat`` would.
+3. Market data: the bundled sample tape (Binance trades and book tickers, Brapi quotes, a few
+   malformed frames) through the ingest flow into Kafka and MongoDB, then the stats flow into
+   1 s / 1 min bars in MongoDB, Redis and ``market-bars-v1``; prints the latest 1-minute bars from
+   Redis and tails the bars topic with ``kcat``.
+
+The market-data part runs in its own namespace (topic prefix ``demo.``, database
+``brokerflow_demo``, Redis prefix ``demo:``) that it wipes first, so every run prints the same
+bars and nothing of the user's own data is touched.
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 
 from aiokafka import TopicPartition
@@ -87,6 +97,165 @@ async def _smoke_pipeline(settings: Settings) -> int:
     return received
 
 
+DEMO_TOPIC_PREFIX = "demo."
+DEMO_REDIS_PREFIX = "demo:"
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The user's settings, moved into the demo's own namespace."""
+    demo_dir = settings.stack_dir / "demo"
+    return settings.model_copy(
+        update={
+            "topic_prefix": DEMO_TOPIC_PREFIX,
+            "mongo_database": f"{settings.mongo_database}_demo",
+            "stats_redis_prefix": DEMO_REDIS_PREFIX,
+            "stats_stop_at_end": True,
+            "ingest_source": "tape",
+            "tape_replay_path": "",
+            "tape_replay_speed": 0.0,
+            "stats_recovery_dir": str(demo_dir / "recovery-stats"),
+            "ingest_recovery_dir": str(demo_dir / "recovery-ingest"),
+        }
+    )
+
+
+async def _reset_namespace(settings: Settings) -> None:
+    """Delete the demo's topics, database, Redis keys and recovery folders, then recreate topics."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+    from pymongo import AsyncMongoClient
+    from redis.asyncio import Redis
+
+    from brokerflow.topics import ensure_topics
+
+    names = [spec.name for spec in catalog(settings)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        existing = [name for name in names if name in set(await admin.list_topics())]
+        if existing:
+            await admin.delete_topics(existing)
+        deadline = time.monotonic() + 30
+        # Deletion completes in the controller; only polling the topic list shows when it has.
+        while time.monotonic() < deadline:
+            if not set(existing) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        await mongo.drop_database(settings.mongo_database)
+    finally:
+        await mongo.close()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        keys = [key async for key in redis.scan_iter(match=f"{DEMO_REDIS_PREFIX}*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
+    shutil.rmtree(settings.stack_dir / "demo", ignore_errors=True)
+    # A just-deleted topic can linger in the controller for a moment: retry the creation.
+    for attempt in range(20):
+        try:
+            await ensure_topics(settings)
+            return
+        except KafkaError:  # TopicAlreadyExists while the deletion completes
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
+
+
+def _latest_bars(settings: Settings, window: str) -> list[dict[str, str]]:
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    try:
+        keys = sorted(client.scan_iter(match=f"{DEMO_REDIS_PREFIX}bars:latest:*:{window}"))
+        return [client.hgetall(key) for key in keys]
+    finally:
+        client.close()
+
+
+def _market_data(user_settings: Settings) -> bool:
+    from bytewax.run import cli_main
+    from pymongo import MongoClient
+
+    from brokerflow.flows import stats
+    from brokerflow.flows.ingest import run_ingest
+
+    settings = demo_settings(user_settings)
+    asyncio.run(_reset_namespace(settings))
+    print(f"  namespace reset: topics {DEMO_TOPIC_PREFIX}*, database {settings.mongo_database}")
+
+    report = run_ingest(settings, workers=1, stop_at_end=True)
+    print(f"  ingest: {report.frames} frames from the sample tape in {report.seconds:.1f} s")
+    for topic, count in sorted(report.records_by_topic.items()):
+        print(f"    {count:>6} records -> {topic}")
+    for reason, count in sorted(report.dead_letters_by_reason.items()):
+        print(f"    {count:>6} dead letters ({reason}) -> {catalog(settings).dead_letters.name}")
+
+    started = time.monotonic()
+    cli_main(stats.build_flow(settings), workers_per_process=1)
+    client: MongoClient = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        bars = client[settings.mongo_database][settings.stats_mongo_collection]
+        counts = {w: bars.count_documents({"window": w}) for w in settings.stats_windows}
+    finally:
+        client.close()
+    took = time.monotonic() - started
+    print(
+        f"  stats: bars in MongoDB after {took:.1f} s: "
+        + ", ".join(f"{count} x {window}" for window, count in counts.items())
+    )
+
+    latest = _latest_bars(settings, "1m")
+    print("  latest 1-minute bars in Redis (demo:bars:latest:<symbol>:1m):")
+    print(
+        f"    {'symbol':<8} {'window start':<20} {'open':>12} {'high':>12} {'low':>12} "
+        f"{'close':>12} {'volume':>14} {'vwap':>14} {'trades':>6} {'spread':>10}"
+    )
+    for bar in latest:
+        print(
+            f"    {bar['symbol']:<8} {bar['windowStart'][:19]:<20} {bar['open'] or '-':>12} "
+            f"{bar['high'] or '-':>12} {bar['low'] or '-':>12} {bar['close'] or '-':>12} "
+            f"{bar['volume']:>14} {bar['vwap'] or '-':>14} {bar['tradeCount']:>6} "
+            f"{bar.get('spreadMean') or '-':>10}"
+        )
+
+    topic = catalog(settings).market_bars.name
+    kcat = shutil.which("kcat")
+    line = f"kcat -b {settings.kafka_bootstrap_servers} -C -t {topic} -o -1 -e -f '%k  %s\\n'"
+    print(f"  tail the bars topic: {line}")
+    if kcat:
+        shown = subprocess.run(
+            [
+                kcat,
+                "-b",
+                settings.kafka_bootstrap_servers,
+                "-C",
+                "-t",
+                topic,
+                "-o",
+                "-1",
+                "-e",
+                "-q",
+                "-c",
+                "3",
+                "-f",
+                "%k  %s\n",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        for output_line in shown.stdout.splitlines():
+            print(f"    {output_line[:160]}")
+    return bool(latest) and all(counts.values())
+
+
 def run_demo(settings: Settings, *, bring_up: bool = True) -> int:
     from brokerflow.stack import ServiceState, Stack
 
@@ -107,9 +276,12 @@ def run_demo(settings: Settings, *, bring_up: bool = True) -> int:
     received = asyncio.run(_smoke_pipeline(settings))
     print(f"  {received} of {len(EXAMPLES)} messages read back with isolation read_committed")
 
+    _section("market data: sample tape -> ingest -> Kafka -> stats -> MongoDB, Redis, bars topic")
+    market_ok = _market_data(settings)
+
     _section("tail a topic yourself")
     print(
         f"  kcat -b {settings.kafka_bootstrap_servers} -C -t {catalog(settings).order_events.name}"
         " -o beginning -e -f '%k  %s\\n'"
     )
-    return 0 if received == len(EXAMPLES) else 1
+    return 0 if received == len(EXAMPLES) and market_ok else 1
