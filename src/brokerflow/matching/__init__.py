@@ -25,7 +25,13 @@ from brokerflow.matching.commands import (
     SetReferencePrice,
 )
 from brokerflow.matching.engine import EngineState, MatchingEngine
-from brokerflow.matching.events import Event, Reason, event_sequence, event_type
+from brokerflow.matching.events import (
+    Event,
+    Reason,
+    event_order_id,
+    event_sequence,
+    event_type,
+)
 from brokerflow.matching.exchange import (
     EPOCH_TIME,
     Exchange,
@@ -58,6 +64,7 @@ __all__ = [
     "SymbolRules",
     "TopOfBook",
     "amend_command",
+    "event_order_id",
     "event_sequence",
     "event_type",
     "format_event_time",

@@ -1,0 +1,325 @@
+"""Benchmark of the matching core and of ``brokerflow match``.
+
+Run ``python bench/bench_matching.py`` (``--commands N`` to change the tape size). It generates a
+fixed, seeded tape of order commands over several symbols (limits near the touch, marketable
+limits, cancels, a few market/IOC/FOK/DAY orders and amends; about half the commands trade), then
+prints:
+
+* core-only throughput: ``engine.process`` over pre-decoded commands, best of three runs;
+* per-command latency p50/p99 (``time.perf_counter_ns`` around each ``process``, a separate run);
+* whole-process throughput of ``python -m brokerflow.matching.replay`` on the same tape written to
+  a file, output to /dev/null (interpreter start-up included);
+* trade and event counts, the machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from brokerflow.matching import Command, Exchange, SymbolRules
+from brokerflow.matching.events import TRADE_EXECUTED
+from brokerflow.matching.replay import BadLineError, TapeDecoder
+from brokerflow.matching.rules import rules_from_wire
+
+SEED = 20261122
+#: (symbol, mid price, tick, lot, band %, self-trade prevention)
+SYMBOLS: Sequence[tuple[str, str, str, int, str | None, str]] = (
+    ("PETR4", "38.50", "0.01", 100, "10", "OFF"),
+    ("VALE3", "61.20", "0.01", 100, "10", "CANCEL_NEWEST"),
+    ("ITUB4", "33.10", "0.01", 100, None, "OFF"),
+    ("BBDC4", "14.35", "0.01", 100, "15", "CANCEL_OLDEST"),
+    ("ABEV3", "12.80", "0.01", 100, None, "OFF"),
+    ("WEGE3", "41.05", "0.01", 100, "10", "OFF"),
+    ("BTCUSDT", "67000.00", "0.10", 1, None, "OFF"),
+    ("MGLU3", "9.75", "0.01", 100, "20", "OFF"),
+)
+ACCOUNTS = 400
+
+
+def rules_document() -> dict[str, dict[str, Any]]:
+    """The ``--rules`` file of the tape's symbols."""
+    return {
+        symbol: {
+            "tickSize": tick,
+            "lotSize": str(lot),
+            "priceBandPct": band,
+            "selfTradePrevention": stp,
+        }
+        for symbol, _, tick, lot, band, stp in SYMBOLS
+    }
+
+
+class _LivePool:
+    """Ids of orders resting in the shadow exchange, with O(1) random pick and removal."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}
+
+    def apply(self, changes: Sequence[tuple[str, Any]]) -> None:
+        for order_id, order in changes:
+            if order is not None and order_id not in self.index:
+                self.index[order_id] = len(self.ids)
+                self.ids.append(order_id)
+            elif order is None and order_id in self.index:
+                position = self.index.pop(order_id)
+                last = self.ids.pop()
+                if position < len(self.ids):
+                    self.ids[position] = last
+                    self.index[last] = position
+
+    def pick(self, rng: random.Random) -> str | None:
+        return self.ids[rng.randrange(len(self.ids))] if self.ids else None
+
+
+def generate_tape(count: int, seed: int = SEED) -> list[str]:
+    """A deterministic JSONL command tape of ``count`` lines.
+
+    A shadow exchange runs alongside so that cancels and amends aim at orders that really rest
+    (as a broker's would), bar a few that arrive too late.
+    """
+    rng = random.Random(seed)
+    rules = rules_from_wire(rules_document())
+    shadow = Exchange(rules)
+    decoder = TapeDecoder(shadow)
+    mids = {symbol: int(Decimal(mid) / Decimal(tick)) for symbol, mid, tick, *_ in SYMBOLS}
+    ticks = {symbol: Decimal(tick) for symbol, _, tick, *_ in SYMBOLS}
+    lots = {symbol: lot for symbol, _, _, lot, *_ in SYMBOLS}
+    live = {symbol: _LivePool() for symbol in mids}
+    symbols = list(mids)
+    start = datetime(2026, 1, 2, 13, 0, tzinfo=UTC)
+    lines: list[str] = []
+    for number in range(count):
+        symbol = rng.choice(symbols)
+        tick, lot = ticks[symbol], lots[symbol]
+        top = shadow.engine(symbol).best_bid_ask()
+        bid = None if top.bid is None else int(top.bid.price / tick)
+        ask = None if top.ask is None else int(top.ask.price / tick)
+        if bid is not None and ask is not None:
+            mids[symbol] = (bid + ask) // 2
+        elif rng.random() < 0.05:
+            mids[symbol] += rng.choice((-1, 1))
+        mid = mids[symbol]
+        side = rng.choice(("BUY", "SELL"))
+        sign = 1 if side == "BUY" else -1
+        # Where a passive order joins (just inside its own side) and where a taker aims.
+        touch = (ask if ask is not None else mid + 1) if side == "BUY" else bid
+        if touch is None:
+            touch = mid - 1
+        line: dict[str, Any] = {
+            "op": "new",
+            "orderId": f"o{number}",
+            "accountId": f"acc{rng.randrange(ACCOUNTS)}",
+            "symbol": symbol,
+            "side": side,
+            "type": "LIMIT",
+            "quantity": lot * rng.randint(1, 10),
+        }
+        roll = rng.random()
+        target = live[symbol].pick(rng)
+        if roll < 0.36:  # passive limit at or near the touch: rests
+            line["price"] = str((touch - sign * (1 + int(rng.expovariate(0.7)))) * tick)
+        elif roll < 0.77:  # marketable limit: crosses the touch by up to two ticks
+            line["quantity"] = lot * rng.randint(1, 6)
+            line["price"] = str((touch + sign * rng.randint(0, 2)) * tick)
+        elif roll < 0.80:
+            line["type"] = "MARKET"
+            line["quantity"] = lot * rng.randint(1, 4)
+            line["timeInForce"] = rng.choice(("IOC", "GTC"))
+        elif roll < 0.82:
+            line["timeInForce"] = "IOC"
+            line["price"] = str((touch + sign * rng.randint(0, 1)) * tick)
+        elif roll < 0.83:
+            line["timeInForce"] = "FOK"
+            line["price"] = str((touch + sign * rng.randint(0, 2)) * tick)
+        elif roll < 0.85:  # DAY order near the touch
+            line["timeInForce"] = "DAY"
+            line["price"] = str((touch - sign * rng.randint(1, 4)) * tick)
+        elif roll < 0.95 and target is not None:
+            line = {"op": "cancel", "orderId": target, "symbol": symbol}
+        elif roll < 0.955:  # too late: the order is gone (or never existed)
+            line = {"op": "cancel", "orderId": f"o{rng.randrange(number + 1)}", "symbol": symbol}
+        elif roll < 0.985 and target is not None:
+            line = {"op": "amend", "orderId": target, "symbol": symbol}
+            if rng.random() < 0.6:
+                line["quantity"] = lot * rng.randint(1, 5)
+            else:
+                line["price"] = str((mid + rng.choice((-2, -1, 1, 2))) * tick)
+        elif roll < 0.99:
+            line = {"op": "reference", "symbol": symbol, "price": str(mid * tick)}
+        else:
+            line["price"] = str((touch - sign) * tick)
+        line["eventTime"] = (start + timedelta(microseconds=200 * number)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ"
+        )
+        text = json.dumps(line, separators=(",", ":"))
+        lines.append(text)
+        decoded = decoder.decode(text)
+        if decoded is not None and decoded[0] is not None:
+            engine, command = decoded
+            engine.process(command)
+            live[symbol].apply(engine.changes)
+    return lines
+
+
+def decode_tape(lines: Sequence[str], rules: dict[str, SymbolRules]) -> list[Command]:
+    """Book-unit commands of a tape (decoding is the edge's job, not timed)."""
+    decoder = TapeDecoder(Exchange(rules))
+    commands: list[Command] = []
+    for line in lines:
+        try:
+            decoded = decoder.decode(line)
+        except BadLineError as exc:  # the generator writes none; fail loudly if it ever does
+            raise SystemExit(f"generated a bad line: {exc}: {line}") from None
+        if decoded is not None and decoded[0] is not None:
+            commands.append(decoded[1])
+    return commands
+
+
+def bind(commands: Sequence[Command], rules: dict[str, SymbolRules]) -> list[tuple[Any, Command]]:
+    """Fresh engines, and each command paired with its engine's bound ``process``."""
+    exchange = Exchange(rules)
+    process_by_symbol: dict[str, Callable[[Command], Any]] = {}
+    for symbol, *_ in SYMBOLS:
+        process_by_symbol[symbol] = exchange.engine(symbol).process
+    return [(process_by_symbol[command.symbol], command) for command in commands]
+
+
+def run_core(commands: Sequence[Command], rules: dict[str, SymbolRules]) -> float:
+    """Seconds for ``engine.process`` over the tape: the only thing inside the clock."""
+    pairs = bind(commands, rules)
+    gc.collect()
+    started = time.perf_counter()
+    for process, command in pairs:
+        process(command)
+    return time.perf_counter() - started
+
+
+def count_outcomes(
+    commands: Sequence[Command], rules: dict[str, SymbolRules]
+) -> tuple[int, int, int]:
+    """Events, trades, and commands that traded at least once (an untimed run)."""
+    exchange = Exchange(rules)
+    events = trading = 0
+    for command in commands:
+        emitted = exchange.process(command)
+        events += len(emitted)
+        trading += any(event[0] == TRADE_EXECUTED for event in emitted)
+    trades = sum(engine.trade_count for engine in exchange.engines.values())
+    return events, trades, trading
+
+
+def run_latency(commands: Sequence[Command], rules: dict[str, SymbolRules]) -> list[int]:
+    pairs = bind(commands, rules)
+    clock = time.perf_counter_ns
+    samples = [0] * len(pairs)
+    gc.collect()
+    for index, (process, command) in enumerate(pairs):
+        started = clock()
+        process(command)
+        samples[index] = clock() - started
+    return samples
+
+
+def run_process(tape_path: str, rules_path: str) -> float:
+    command = [
+        sys.executable,
+        "-m",
+        "brokerflow.matching.replay",
+        "--rules",
+        rules_path,
+        tape_path,
+    ]
+    started = time.perf_counter()
+    with open(os.devnull, "w") as sink:
+        subprocess.run(command, stdout=sink, check=True)
+    return time.perf_counter() - started
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def percentile(sorted_samples: Sequence[int], fraction: float) -> int:
+    return sorted_samples[min(len(sorted_samples) - 1, int(fraction * len(sorted_samples)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=250_000, help="tape length")
+    parser.add_argument("--runs", type=int, default=3, help="core runs (best is reported)")
+    args = parser.parse_args(argv)
+
+    uname = platform.uname()
+    print(
+        f"machine: {uname.system} {uname.release} {uname.machine}, CPU {cpu_model()}, "
+        f"{os.cpu_count()} logical cores"
+    )
+    print(f"python: {platform.python_implementation()} {platform.python_version()}")
+    print(f"command: python bench/bench_matching.py {' '.join(argv or sys.argv[1:])}".rstrip())
+
+    lines = generate_tape(args.commands)
+    rules_doc = rules_document()
+    rules = rules_from_wire(rules_doc)
+    commands = decode_tape(lines, rules)
+    print(f"tape: {len(commands)} commands over {len(SYMBOLS)} symbols (seed {SEED})")
+
+    timings = [run_core(commands, rules) for _ in range(args.runs)]
+    best = min(timings)
+    events, trades, trading = count_outcomes(commands, rules)
+    print(
+        f"core (engine.process only): {len(commands) / best:,.0f} commands/s "
+        f"(best of {args.runs}: {best:.3f} s; median {statistics.median(timings):.3f} s)"
+    )
+    print(
+        f"  {events:,} events, {trades:,} trades, {trading / len(commands):.0%} of commands traded"
+    )
+
+    samples = sorted(run_latency(commands, rules))
+    print(
+        "latency per command (perf_counter_ns around each process call, clock cost included): "
+        f"p50 {percentile(samples, 0.50) / 1000:.2f} us, "
+        f"p99 {percentile(samples, 0.99) / 1000:.2f} us, "
+        f"p99.9 {percentile(samples, 0.999) / 1000:.2f} us, max {samples[-1] / 1000:.0f} us"
+    )
+
+    with tempfile.TemporaryDirectory() as folder:
+        tape_path = os.path.join(folder, "tape.jsonl")
+        rules_path = os.path.join(folder, "rules.json")
+        with open(tape_path, "w", encoding="utf-8") as tape:
+            tape.write("\n".join(lines) + "\n")
+        with open(rules_path, "w", encoding="utf-8") as rules_file:
+            json.dump(rules_doc, rules_file)
+        process_times = [run_process(tape_path, rules_path) for _ in range(2)]
+    best_process = min(process_times)
+    print(
+        f"brokerflow match (python -m brokerflow.matching.replay, whole process, "
+        f"stdout to /dev/null): {len(lines) / best_process:,.0f} commands/s "
+        f"(best of 2: {best_process:.3f} s)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
