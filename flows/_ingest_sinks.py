@@ -24,6 +24,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, Message, Producer
 
 from brokerflow.errors import StackError
+from brokerflow.flows._kafka import producer_config as shared_producer_config
 from brokerflow.metrics import (
     KAFKA_PUBLISH_FAILURE,
     KAFKA_PUBLISH_SUCCESS,
@@ -63,21 +64,11 @@ class KafkaDeliveryError(StackError):
 
 
 def producer_config(settings: Settings) -> dict[str, str]:
-    """librdkafka producer properties: murmur2 keys as aiokafka/Java, and the seed's tuning.
-
-    Idempotence (no duplicates from librdkafka's own retries) needs ``acks=all``; with
-    ``KAFKA_ACKS`` 0 or 1 it is left off, as librdkafka refuses the combination.
-    """
-    config = {
+    """The shared librdkafka producer properties (murmur2, seed tuning) plus the brokers."""
+    return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "partitioner": "murmur2_random",
-        "linger.ms": str(settings.kafka_linger_ms),
-        "compression.type": settings.kafka_compression,
-        "acks": settings.kafka_acks,
+        **shared_producer_config(settings),
     }
-    if settings.kafka_acks == "all":
-        config["enable.idempotence"] = "true"
-    return config
 
 
 class _KafkaRecordPartition(StatelessSinkPartition[KafkaRecord]):

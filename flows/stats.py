@@ -77,6 +77,8 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from pydantic import ValidationError
 
 from brokerflow.errors import SchemaError
+from brokerflow.flows._kafka import READ_COMMITTED
+from brokerflow.flows._kafka import producer_config as shared_producer_config
 from brokerflow.metrics import DEAD_LETTERS, WINDOW_LATE_EVENTS_DROPPED, WINDOW_LATENESS
 from brokerflow.schemas import decode
 from brokerflow.schemas.deadletter import DeadLetter
@@ -135,18 +137,12 @@ def windows_config(settings: Settings) -> WindowsConfig:
 
 def consumer_config() -> dict[str, str]:
     """librdkafka consumer properties added to Bytewax's (it assigns partitions, no group)."""
-    return {"isolation.level": "read_committed"}
+    return dict(READ_COMMITTED)
 
 
 def producer_config(settings: Settings) -> dict[str, str]:
-    """librdkafka producer properties: murmur2 keys (as aiokafka/Java), idempotent, seed tuning."""
-    return {
-        "partitioner": "murmur2_random",
-        "enable.idempotence": "true",
-        "acks": settings.kafka_acks,
-        "linger.ms": "0",  # Bytewax flushes after every batch: lingering only adds latency
-        "compression.type": settings.kafka_compression,
-    }
+    """The shared producer properties, without lingering: Bytewax flushes after every batch."""
+    return shared_producer_config(settings, linger_ms=0)
 
 
 # --- decode -------------------------------------------------------------------------------------
