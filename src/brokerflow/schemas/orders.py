@@ -1,8 +1,9 @@
 """Order commands (broker -> exchange) and order events (exchange -> everyone).
 
 Commands are imperative (``PlaceOrder``, ``CancelOrder``, ``AmendOrder``, and the exchange's own
-``CloseSession`` and ``SetReferencePrice``) and travel on ``order-commands-v1``; events are past tense and travel on ``order-events-v1`` (the seed's
-name). Event names follow the order state machine in :mod:`brokerflow.order_state`::
+``CloseSession`` and ``SetReferencePrice``) and travel on ``order-commands-v1``; events are past
+tense and travel on ``order-events-v1`` (the seed's name). Event names follow the order state
+machine in :mod:`brokerflow.order_state`::
 
     PENDING -> OPEN -> PARTIALLY_FILLED -> FILLED
     PENDING -> REJECTED    OPEN/PARTIALLY_FILLED -> CANCELLED | EXPIRED
