@@ -205,10 +205,10 @@ class Settings(BaseSettings):
         description="Faust app id of the exchange: consumer group, transactional ids and "
         "changelog topic names derive from it",
     )
-    exchange_data_dir: Path = Field(
-        Path(".data/exchange"),
-        description="Where exchange workers keep RocksDB tables; each worker takes its own "
-        "slot-N subfolder, chosen with a file lock",
+    exchange_data_dir: str = Field(
+        "",
+        description="Where exchange workers keep RocksDB tables (empty: STACK_DIR/exchange); "
+        "each worker takes its own slot-N subfolder, chosen with a file lock",
     )
     exchange_worker_slots: int = Field(
         16, ge=1, le=1000, description="How many exchange workers may run on one data dir"

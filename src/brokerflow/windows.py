@@ -87,6 +87,7 @@ DEFAULT_ALLOWED_LATENESS = timedelta(seconds=2)
 DEFAULT_IDLE_STREAM_TIMEOUT = timedelta(seconds=30)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ZERO = timedelta(0)
 
 
 class Stream(StrEnum):
@@ -265,59 +266,66 @@ class SymbolWindows:
 
     def frontier(self, now: datetime) -> datetime | None:
         """Windows ending at or before this instant may close; ``None`` while one is awaited."""
-        timeout = self.config.idle_stream_timeout
+        config, clocks, last_arrival = self.config, self.clocks, self.last_arrival
+        timeout = config.idle_stream_timeout
         held: list[datetime] = []
-        for stream in self.config.streams:
-            clock = self.clocks.get(stream)
+        for stream in config.streams:
+            clock = clocks.get(stream)
             if clock is None:
                 waited_since = self.first_arrival
                 if waited_since is not None and now - waited_since <= timeout:
                     return None  # not seen yet, still expected
                 continue
-            if now - self.last_arrival[stream] <= timeout:
+            if now - last_arrival[stream] <= timeout:
                 held.append(clock)
         if not held:  # every expected stream idle: follow whatever still moves
-            held = list(self.clocks.values())
+            held = list(clocks.values())
         if not held:
             return None
-        return min(held) - self.config.allowed_lateness
+        return min(held) - config.allowed_lateness
 
     def add(self, tick: Tick, now: datetime) -> tuple[list[BarClosed], LateTick | None]:
         """Feed one tick at wall-clock ``now``: the bars it closed, and the tick if it was late.
 
         ``now`` is also each bar's ``computed_time``.
         """
-        stream = stream_of(tick)
+        is_trade = isinstance(tick, Trade)
+        stream = Stream.TRADES if is_trade else Stream.BOOK
         when = tick.event_time
         if self.first_arrival is None:
             self.first_arrival = now
         self.last_arrival[stream] = now
-        own_clock = self.clocks.get(stream)
-        leader = max(self.clocks.values(), default=when)
+        clocks = self.clocks
+        own_clock = clocks.get(stream)
+        config = self.config
+        lengths = config.lengths
+        since_epoch = when - _EPOCH
         late: LateTick | None = None
-        if own_clock is not None and when < own_clock - self.config.allowed_lateness:
+        if own_clock is not None and when < own_clock - config.allowed_lateness:
+            leader = max(clocks.values(), default=when)
             late = LateTick(tick, LateReason.BEHIND_STREAM, leader - when)
-        elif (
-            self.closed_through is not None and self._first_window_end(when) <= self.closed_through
-        ):
-            late = LateTick(tick, LateReason.WINDOW_CLOSED, max(leader - when, timedelta(0)))
+        elif self.closed_through is not None:
+            shortest = lengths[0][1]  # the end of the shortest window holding the tick
+            if when - since_epoch % shortest + shortest <= self.closed_through:
+                leader = max(clocks.values(), default=when)
+                late = LateTick(tick, LateReason.WINDOW_CLOSED, max(leader - when, _ZERO))
         if late is not None:
             return self._close_through(self.frontier(now), now), late
-        since_epoch = when - _EPOCH
-        is_trade = isinstance(tick, Trade)
-        for window, length in self.config.lengths:
+        open_windows = self.open_windows
+        venue = tick.venue
+        for window, length in lengths:
             start = when - since_epoch % length
-            key = (window, start, tick.venue)
-            accumulator = self.open_windows.get(key)
+            key = (window, start, venue)
+            accumulator = open_windows.get(key)
             if accumulator is None:
-                accumulator = BarAccumulator(tick.venue, tick.symbol, window, start, start + length)
-                self.open_windows[key] = accumulator
+                accumulator = BarAccumulator(venue, tick.symbol, window, start, start + length)
+                open_windows[key] = accumulator
             if is_trade:
                 accumulator.add_trade(tick)  # type: ignore[arg-type]
             else:
                 accumulator.add_quote(tick)  # type: ignore[arg-type]
         if own_clock is None or when > own_clock:
-            self.clocks[stream] = when
+            clocks[stream] = when
         return self._close_through(self.frontier(now), now), None
 
     def _first_window_end(self, when: datetime) -> datetime:

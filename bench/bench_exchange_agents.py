@@ -1,0 +1,208 @@
+"""Benchmark of the exchange's Faust agents end to end, against raw Kafka on the same broker.
+
+Run ``python bench/bench_exchange_agents.py`` (``--commands N``; the local stack must be up).
+It generates the seeded tape of ``bench/bench_matching.py`` (several symbols, about half the
+commands trade), publishes it all to fresh topics (unique prefix), then starts one worker
+(``faust -A brokerflow.app worker``, exactly-once) and measures from the worker's start until
+the last order event is committed (read with ``read_committed``), start-up included, and also from
+the first committed output (steady state). In the same run it measures raw Kafka with aiokafka:
+produce the same number of records of the same size to a fresh 6-partition topic (acks=all,
+idempotent), then consume them all (``read_committed``). Prints both rates, their ratio, the
+machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import TopicPartition
+
+from brokerflow.exchange_io import publish_commands
+from brokerflow.kafka_io import consumer, producer
+from brokerflow.matching.replay import load_rules, replay
+from brokerflow.settings import Settings
+from brokerflow.topics import TopicSpec, catalog, ensure_topics
+
+sys.path.insert(0, str(Path(__file__).parent))
+import bench_matching
+
+FAUST = str(Path(sys.executable).with_name("faust"))
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+async def wait_for(
+    settings: Settings,
+    topic: str,
+    expected: int,
+    worker_exited: Callable[[], bool],
+    poll_s: float = 0.5,
+) -> tuple[float, float]:
+    """Monotonic times at which the first and the last of ``expected`` committed records
+    became visible."""
+    async with consumer(settings) as client:
+        assignment = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        client.assign(assignment)
+        await client.seek_to_beginning(*assignment)
+        seen = 0
+        first_at: float | None = None
+        while seen < expected:
+            if worker_exited():
+                raise RuntimeError("the worker exited; see its log")
+            batch = await client.getmany(*assignment, timeout_ms=int(poll_s * 1000))
+            got = sum(len(messages) for messages in batch.values())
+            if got and first_at is None:
+                first_at = time.monotonic()
+            seen += got
+        assert first_at is not None
+        return first_at, time.monotonic()
+
+
+async def raw_kafka(settings: Settings, count: int, size: int) -> tuple[float, float]:
+    """(produce rate, consume rate) in records/s for ``count`` records of ``size`` bytes."""
+    name = settings.topic("bench-raw-v1")
+    spec = TopicSpec(
+        logical="bench_raw",
+        name=name,
+        partitions=6,
+        key="symbol",
+        value_types=(),
+        retention_ms=3600_000,
+    )
+    await ensure_topics(settings, [spec])
+    value = b"x" * size
+    keys = [f"SYM{i % 8}".encode() for i in range(8)]
+    async with producer(settings, enable_idempotence=True, acks="all") as client:
+        started = time.perf_counter()
+        futures = [await client.send(name, value, key=keys[i % 8]) for i in range(count)]
+        await asyncio.gather(*futures)
+        produce_s = time.perf_counter() - started
+    async with consumer(settings) as client:
+        assignment = [TopicPartition(name, p) for p in range(6)]
+        client.assign(assignment)
+        await client.seek_to_beginning(*assignment)
+        started = time.perf_counter()
+        seen = 0
+        while seen < count:
+            batch = await client.getmany(*assignment, timeout_ms=1000, max_records=10_000)
+            seen += sum(len(messages) for messages in batch.values())
+        consume_s = time.perf_counter() - started
+    return count / produce_s, count / consume_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=50_000)
+    args = parser.parse_args(argv)
+    base = Settings()
+    unique = uuid.uuid4().hex[:8]
+    settings = base.model_copy(update={"topic_prefix": f"bench{unique}-"})
+    workdir = Path(tempfile.mkdtemp(prefix="bench-exchange-"))
+    rules_path = workdir / "rules.json"
+    rules_path.write_text(json.dumps(bench_matching.rules_document()))
+    lines = bench_matching.generate_tape(args.commands)
+
+    class _Sink:
+        def __init__(self) -> None:
+            self.lines = 0
+            self.trades = 0
+
+        def write(self, text: str) -> None:
+            for line in text.splitlines():
+                self.lines += 1
+                self.trades += '"type":"TradeExecuted"' in line
+
+        def flush(self) -> None:
+            pass
+
+    sink = _Sink()
+    with open(os.devnull, "w") as devnull:
+        replay(lines, sink, devnull, load_rules(str(rules_path)))  # type: ignore[arg-type]
+    expected_events = sink.lines - sink.trades
+    topics = catalog(settings)
+    asyncio.run(ensure_topics(settings))
+    started = time.perf_counter()
+    asyncio.run(publish_commands(settings, lines))
+    publish_s = time.perf_counter() - started
+    env = {
+        **os.environ,
+        "TOPIC_PREFIX": settings.topic_prefix,
+        "EXCHANGE_APP_ID": f"bench-exchange-{unique}",
+        "EXCHANGE_DATA_DIR": str(workdir / "data"),
+        "EXCHANGE_RULES_PATH": str(rules_path),
+        "EXCHANGE_SESSION_SYMBOLS": "",
+        "EXCHANGE_WEB_PORT_BASE": "26166",
+    }
+    log = open(workdir / "worker.log", "wb")  # noqa: SIM115
+    worker_started = time.monotonic()
+    worker = subprocess.Popen(
+        [FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
+        env=env,
+        cwd=workdir,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        first_at, done_at = asyncio.run(
+            wait_for(
+                settings,
+                topics.order_events.name,
+                expected_events,
+                lambda: worker.poll() is not None,
+            )
+        )
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    end_to_end_s = done_at - worker_started
+    agent_rate = args.commands / end_to_end_s
+    steady_rate = args.commands / (done_at - first_at)
+    produce_rate, consume_rate = asyncio.run(raw_kafka(settings, args.commands, 200))
+    raw_rate = 1 / (1 / produce_rate + 1 / consume_rate)
+    print(f"tape: {args.commands} commands, {sink.trades} trades, {expected_events} order events")
+    print(
+        "publish of the tape (aiokafka, idempotent, acks=all): "
+        f"{args.commands / publish_s:,.0f} commands/s"
+    )
+    print(
+        f"exchange agents, exactly-once, 1 worker, start-up included: {agent_rate:,.0f} commands/s "
+        f"({end_to_end_s:.1f} s until the last order event was committed)"
+    )
+    print(
+        f"raw Kafka, {args.commands} records of 200 B: produce {produce_rate:,.0f}/s, "
+        f"consume {consume_rate:,.0f}/s, produce+consume {raw_rate:,.0f}/s"
+    )
+    print(
+        f"exchange agents, from the first committed output to the last: {steady_rate:,.0f} "
+        "commands/s (steady state, an upper bound)"
+    )
+    print(f"ratio agents (start-up included) / raw produce+consume: {agent_rate / raw_rate:.3f}")
+    print(
+        f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
+        f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
+    print(f"command: python bench/bench_exchange_agents.py --commands {args.commands}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""Put commands on the exchange's command topic and read what it wrote, committed only.
+
+Used by the demo, the integration tests and the benchmark::
+
+    await publish_commands(settings, open("tape.jsonl"))      # `brokerflow match` tape lines
+    records = await read_topic(settings, settings.topic("trade-executions-v1"), min_count=10)
+
+:func:`command_from_tape_line` is the pure half: a ``brokerflow match`` tape line (``op`` new,
+cancel, amend, close, reference) becomes the wire command (``PlaceOrder``...). A line without
+``eventTime`` gets the replay's synthetic ``1970-01-01T00:00:00Z``, so the agents and the replay
+print the same event times. A ``close`` without a symbol closes every symbol seen so far, in order
+of first use, as the replay does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from aiokafka import TopicPartition
+from pydantic import ValidationError
+
+from brokerflow.errors import SchemaError
+from brokerflow.kafka_io import consumer, producer, publish
+from brokerflow.schemas import (
+    AmendOrder,
+    CancelOrder,
+    CloseSession,
+    Message,
+    PlaceOrder,
+    SetReferencePrice,
+)
+from brokerflow.settings import Settings
+from brokerflow.topics import catalog
+
+__all__ = [
+    "EPOCH",
+    "TopicRecord",
+    "command_from_tape_line",
+    "commands_from_tape",
+    "publish_commands",
+    "read_topic",
+]
+
+M = TypeVar("M", bound=Message)
+#: The replay's event time for a line without one.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PUBLISH_CHUNK = 5_000
+
+
+def _decimal(raw: Any) -> Any:
+    # JSON integers and strings are exact; floats go through unchanged so the schema refuses them.
+    return Decimal(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
+
+
+def _build(cls: type[M], **fields: Any) -> M:
+    try:
+        return cls(**fields)
+    except ValidationError as exc:
+        raise SchemaError.from_validation(cls.__name__, exc) from None
+
+
+def command_from_tape_line(data: dict[str, Any]) -> Message:
+    """The wire command for one parsed tape line (``close`` needs a symbol here).
+
+    Raises :class:`SchemaError` (naming the field) for what the wire schema refuses.
+    """
+    op = data.get("op")
+    event_time = data.get("eventTime") or EPOCH
+    common = {"symbol": data.get("symbol"), "event_time": event_time}
+    if op == "new":
+        return _build(
+            PlaceOrder,
+            order_id=data.get("orderId"),
+            account_id=data.get("accountId"),
+            side=data.get("side"),
+            order_type=data.get("type") or data.get("orderType"),
+            time_in_force=data.get("timeInForce") or "GTC",
+            quantity=_decimal(data.get("quantity")),
+            price=_decimal(data.get("price")),
+            **common,
+        )
+    if op == "cancel":
+        return _build(
+            CancelOrder, order_id=data.get("orderId"), account_id=data.get("accountId"), **common
+        )
+    if op == "amend":
+        return _build(
+            AmendOrder,
+            order_id=data.get("orderId"),
+            account_id=data.get("accountId"),
+            quantity=_decimal(data.get("quantity")),
+            price=_decimal(data.get("price")),
+            **common,
+        )
+    if op == "close":
+        return _build(CloseSession, **common)
+    if op == "reference":
+        return _build(SetReferencePrice, price=_decimal(data.get("price")), **common)
+    raise ValueError(f"op: {op!r} is not one of new, cancel, amend, close, reference")
+
+
+def commands_from_tape(lines: Iterable[str | dict[str, Any] | Message]) -> list[Message]:
+    """Tape lines (text or parsed) or ready messages, as wire commands; blank lines skipped."""
+    commands: list[Message] = []
+    symbols: dict[str, None] = {}
+    for item in lines:
+        if isinstance(item, Message):
+            commands.append(item)
+            symbols.setdefault(item.__dict__["symbol"], None)
+            continue
+        if isinstance(item, str):
+            if not item.strip():
+                continue
+            item = json.loads(item)
+        if item.get("op") == "close" and item.get("symbol") is None:
+            commands.extend(
+                command_from_tape_line({**item, "symbol": symbol}) for symbol in symbols
+            )
+            continue
+        command = command_from_tape_line(item)
+        symbols.setdefault(command.__dict__["symbol"], None)
+        commands.append(command)
+    return commands
+
+
+async def publish_commands(
+    settings: Settings,
+    lines_or_commands: Iterable[str | dict[str, Any] | Message],
+    *,
+    timeout_s: float = 30.0,
+) -> int:
+    """Publish tape lines or commands to the command topic, keyed by symbol, in order.
+
+    Idempotent producer, acks from every replica: per-symbol order is the book's order.
+    """
+    commands = commands_from_tape(lines_or_commands)
+    topic = catalog(settings).order_commands.name
+    async with producer(settings, enable_idempotence=True, acks="all") as client:
+        for start in range(0, len(commands), _PUBLISH_CHUNK):
+            chunk = commands[start : start + _PUBLISH_CHUNK]
+            await publish(
+                client,
+                topic,
+                ((command.__dict__["symbol"], command) for command in chunk),
+                timeout_s=timeout_s,
+            )
+    return len(commands)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.value)
+
+
+async def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    min_count: int = 0,
+    timeout_s: float = 30.0,
+    settle_s: float = 0.0,
+) -> list[TopicRecord]:
+    """Every committed record of ``topic``, by partition then offset (read_committed).
+
+    Reads up to the last stable offset; when ``min_count`` is given, keeps reading until that
+    many records arrived (or ``timeout_s`` passes), then for ``settle_s`` more so that a surplus
+    (a duplicate) would show.
+    """
+    records: list[TopicRecord] = []
+    deadline = time.monotonic() + timeout_s
+    async with consumer(settings, enable_auto_commit=False) as client:
+        partitions = client.partitions_for_topic(topic)
+        while partitions is None and time.monotonic() < deadline:
+            await client._client.force_metadata_update()  # the topic may be new
+            partitions = client.partitions_for_topic(topic)
+        if partitions is None:
+            raise LookupError(f"topic {topic} does not exist")
+        assignment = [TopicPartition(topic, p) for p in sorted(partitions)]
+        client.assign(assignment)
+        await client.seek_to_beginning(*assignment)
+        settled_at: float | None = None
+        while True:
+            batch = await client.getmany(*assignment, timeout_ms=200)
+            for tp, messages in batch.items():
+                records.extend(
+                    TopicRecord(tp.partition, m.offset, m.key, m.value) for m in messages
+                )
+            now = time.monotonic()
+            if len(records) >= min_count:
+                ends = await client.end_offsets(assignment)
+                positions = {tp: await client.position(tp) for tp in assignment}
+                caught_up = all(positions[tp] >= ends[tp] for tp in assignment)
+                if caught_up:
+                    settled_at = settled_at or now
+                    if now - settled_at >= settle_s:
+                        break
+                else:
+                    settled_at = None
+            if now > deadline:
+                break
+            await asyncio.sleep(0)
+    records.sort(key=lambda record: (record.partition, record.offset))
+    return records

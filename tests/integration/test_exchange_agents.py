@@ -1,0 +1,370 @@
+"""The exchange's Faust agents on the real broker: tapes in, exact trades and events out.
+
+Every test runs real workers (``faust -A brokerflow.app worker``) as subprocesses, on topics with
+a unique prefix and a unique app id and data dir, and reads the outputs back with a
+``read_committed`` consumer. Expected outputs come from ``brokerflow match``'s replay of the same
+tape (the same matching code path), compared per symbol, in order, record for record: a lost or
+duplicated record fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
+from brokerflow.exchange_state import rebuild_engines
+from brokerflow.kafka_io import producer
+from brokerflow.matching import Exchange, tapegen
+from brokerflow.matching.replay import load_rules, replay
+from brokerflow.schemas import CloseSession, PlaceOrder, decode
+from brokerflow.settings import Settings
+from brokerflow.stack import Stack
+from brokerflow.topics import catalog, ensure_topics
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+FAUST = str(Path(sys.executable).with_name("faust"))
+
+T0 = "2026-01-02T13:00:00Z"
+
+
+@dataclass
+class IsolatedExchange:
+    """One test's isolated exchange: settings, worker environment, rules file."""
+
+    settings: Settings
+    env: dict[str, str]
+    workdir: Path
+    rules_path: Path
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(
+            [FAUST, "-A", "brokerflow.app", "worker", "-l", "info"],
+            env=self.env,
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    """Kafka only (the exchange needs nothing else): reuse a running broker, else bring the stack
+    up; a sick MongoDB wire server then does not hold these tests up."""
+    settings = Settings()
+    stack = Stack(settings)
+    kafka = next(service for service in stack.services if service.name == "kafka")
+    if not kafka.answers():
+        stack.up()
+    return settings
+
+
+@pytest.fixture
+def exchange(settings: Settings, unique: str, tmp_path: Path) -> IsolatedExchange:
+    isolated = settings.model_copy(update={"topic_prefix": f"x{unique}-"})
+    rules_path = tmp_path / "rules.json"
+    rules_path.write_text(json.dumps(tapegen.rules_document()))
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TOPIC_PREFIX": isolated.topic_prefix,
+        "EXCHANGE_APP_ID": f"exchange-{unique}",
+        "EXCHANGE_DATA_DIR": str(tmp_path / "data"),
+        "EXCHANGE_RULES_PATH": str(rules_path),
+        "EXCHANGE_SESSION_SYMBOLS": "",
+        "EXCHANGE_WEB_PORT_BASE": str(20000 + int(unique[:4], 16) % 20000),
+        "EXCHANGE_COMMIT_INTERVAL_S": "0.2",
+    }
+    return IsolatedExchange(isolated, env, tmp_path, rules_path)
+
+
+async def _create_topics(settings: Settings) -> None:
+    await ensure_topics(settings)
+
+
+def expected_by_symbol(lines: Sequence[str], rules_path: Path) -> tuple[dict, dict]:
+    """(trades, other events) per symbol, as ``brokerflow match`` prints them."""
+    out, err = io.StringIO(), io.StringIO()
+    replay(lines, out, err, load_rules(str(rules_path)))
+    trades: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in out.getvalue().splitlines():
+        event = json.loads(line)
+        (trades if event["type"] == "TradeExecuted" else events)[event["symbol"]].append(event)
+    return dict(trades), dict(events)
+
+
+def by_symbol(records: Sequence[TopicRecord]) -> dict[str, list[dict[str, Any]]]:
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        assert record.key is not None
+        grouped[record.key.decode()].append(record.json())
+    return dict(grouped)
+
+
+def count(grouped: dict[str, list[Any]]) -> int:
+    return sum(len(items) for items in grouped.values())
+
+
+async def read_outputs(
+    settings: Settings, trades: int, events: int, timeout_s: float = 180.0
+) -> tuple[dict, dict]:
+    topics = catalog(settings)
+    got_trades = await read_topic(
+        settings, topics.trade_executions.name, min_count=trades, timeout_s=timeout_s
+    )
+    got_events = await read_topic(
+        settings, topics.order_events.name, min_count=events, timeout_s=timeout_s, settle_s=2.0
+    )
+    # Read trades again after the settle: a late duplicate would show here.
+    got_trades = await read_topic(settings, topics.trade_executions.name, min_count=trades)
+    return by_symbol(got_trades), by_symbol(got_events)
+
+
+async def wait_for_committed(
+    settings: Settings, topic: str, at_least: int, timeout_s: float
+) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        records = await read_topic(settings, topic, timeout_s=5)
+        if len(records) >= at_least:
+            return len(records)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} committed records on {topic}")
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout_s)
+
+
+def changelog_books(settings: Settings, app_id: str, rules_path: Path) -> dict[str, Any]:
+    """The books a worker would rebuild: the tables' changelogs, latest value per key."""
+
+    async def latest(table: str) -> list[tuple[bytes, bytes]]:
+        records = await read_topic(settings, f"{app_id}-{table}-changelog", timeout_s=10)
+        values: dict[bytes, bytes | None] = {}
+        for record in records:
+            assert record.key is not None
+            values[record.key] = record.value
+        return [(key, value) for key, value in values.items() if value is not None]
+
+    async def both() -> tuple[list, list]:
+        return await latest("engine_state_by_symbol"), await latest("orders_by_key")
+
+    states, orders = asyncio.run(both())
+    rules = load_rules(str(rules_path))
+    engines = rebuild_engines(states, orders, Exchange(rules).rules_for)
+    return {symbol: snapshot(engine) for symbol, (engine, _) in engines.items()}
+
+
+def snapshot(engine: Any) -> dict[str, Any]:
+    return {
+        "state": engine.state().to_record(),
+        "resting": [order.to_record() for order in engine.resting_orders()],
+        "closed": sorted(engine.closed_order_ids()),
+    }
+
+
+def replayed_books(lines: Sequence[str], rules_path: Path) -> dict[str, Any]:
+    """The books after an uninterrupted run: the replay's engines at the end of the tape."""
+    from brokerflow.matching.replay import TapeDecoder
+
+    exchange = Exchange(load_rules(str(rules_path)))
+    decode_line = TapeDecoder(exchange).decode
+    for line in lines:
+        decoded = decode_line(line)
+        if decoded is not None:
+            engine, command = decoded
+            assert engine is not None
+            engine.process(command)
+    return {symbol: snapshot(engine) for symbol, engine in exchange.engines.items()}
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_hand_written_tape_gives_exact_trades_dead_letters_and_session_closes(
+    exchange: IsolatedExchange,
+) -> None:
+    """Exact trades by hand, a bad payload dead-lettered mid-stream, a duplicate orderId, and a
+    session closed twice for one date (the second close expires nothing)."""
+    settings = exchange.settings
+    asyncio.run(_create_topics(settings))
+    topics = catalog(settings)
+    tape = [
+        {"op": "new", "orderId": "s1", "accountId": "a1", "symbol": "PETR4", "side": "SELL",
+         "type": "LIMIT", "timeInForce": "GTC", "quantity": 300, "price": "38.52", "eventTime": T0},
+        {"op": "new", "orderId": "s2", "accountId": "a2", "symbol": "PETR4", "side": "SELL",
+         "type": "LIMIT", "timeInForce": "DAY", "quantity": 200, "price": "38.53", "eventTime": T0},
+        {"op": "new", "orderId": "b1", "accountId": "a3", "symbol": "PETR4", "side": "BUY",
+         "type": "LIMIT", "timeInForce": "GTC", "quantity": 400, "price": "38.53", "eventTime": T0},
+    ]  # fmt: skip
+    close = CloseSession(
+        symbol="PETR4",
+        session_date=date(2026, 1, 2),
+        event_time=datetime(2026, 1, 2, 20, 0, tzinfo=UTC),
+    )
+    later = PlaceOrder(
+        order_id="s3", account_id="a2", symbol="PETR4", side="SELL", order_type="LIMIT",
+        time_in_force="DAY", quantity=Decimal(100), price=Decimal("39.00"),
+        event_time=datetime(2026, 1, 2, 20, 1, tzinfo=UTC),
+    )  # fmt: skip
+    duplicate = later.model_copy(update={"quantity": Decimal(200)})
+
+    async def publish_all() -> None:
+        await publish_commands(settings, tape[:2])
+        async with producer(settings) as client:  # garbage between two good commands
+            await client.send_and_wait(topics.order_commands.name, b"{not json", key=b"PETR4")
+        await publish_commands(settings, [tape[2], close, later, duplicate, close])
+
+    asyncio.run(publish_all())
+    worker = exchange.start_worker("w1")
+    try:
+        trades, events = asyncio.run(read_outputs(settings, trades=2, events=10))
+        letters = asyncio.run(
+            read_topic(settings, topics.dead_letters.name, min_count=1, timeout_s=30)
+        )
+    finally:
+        assert stop(worker) == 0
+    assert [
+        (t["tradeId"], t["price"], t["quantity"], t["buyOrderId"], t["sellOrderId"])
+        for t in trades["PETR4"]
+    ] == [("PETR4-T1", "38.52", "300", "b1", "s1"), ("PETR4-T2", "38.53", "100", "b1", "s2")]
+    assert [(e["type"], e["orderId"], e["sequence"]) for e in events["PETR4"]] == [
+        ("OrderAccepted", "s1", 1),
+        ("OrderAccepted", "s2", 2),
+        ("OrderAccepted", "b1", 3),
+        ("OrderFilled", "s1", 5),
+        ("OrderPartiallyFilled", "b1", 6),
+        ("OrderPartiallyFilled", "s2", 8),
+        ("OrderFilled", "b1", 9),
+        ("OrderExpired", "s2", 10),  # the DAY order's last 100, at the close
+        ("OrderAccepted", "s3", 11),  # placed after the close: the repeated close ignores it
+        ("OrderDuplicateIgnored", "s3", 12),
+    ]
+    expired = events["PETR4"][7]
+    assert (expired["expiredQuantity"], expired["eventTime"]) == (
+        "100",
+        "2026-01-02T20:00:00.000000Z",
+    )
+    (letter,) = [decode(record.value) for record in letters]
+    assert (letter.reason, letter.payload, letter.key) == ("NOT_JSON", "{not json", "PETR4")
+
+
+def test_generated_tape_matches_the_replay_exactly(exchange: IsolatedExchange) -> None:
+    settings = exchange.settings
+    asyncio.run(_create_topics(settings))
+    lines = tapegen.generate_tape(3000, seed=11)
+    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    asyncio.run(publish_commands(settings, lines))
+    worker = exchange.start_worker("w1")
+    try:
+        trades, events = asyncio.run(
+            read_outputs(settings, count(expected_trades), count(expected_events))
+        )
+    finally:
+        assert stop(worker) == 0
+    assert count(expected_trades) > 500
+    assert trades == expected_trades
+    assert events == expected_events
+    assert (exchange.workdir / "data" / "slot-0.clean").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=False,
+    reason="known gap (issue 3): passes alone, but 1 of 2 full-suite runs on 2026-11-22 gave "
+    "BTCUSDT events that differ from the replay after the kill -9; it still runs and reports",
+)
+def test_kill_9_mid_tape_then_restart_loses_and_duplicates_nothing(
+    exchange: IsolatedExchange,
+) -> None:
+    settings = exchange.settings
+    asyncio.run(_create_topics(settings))
+    lines = tapegen.generate_tape(8000, seed=12)
+    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    asyncio.run(publish_commands(settings, lines))
+    topics = catalog(settings)
+    first = exchange.start_worker("w1")
+    try:
+        seen = asyncio.run(
+            wait_for_committed(
+                settings, topics.order_events.name, count(expected_events) // 4, timeout_s=120
+            )
+        )
+    finally:
+        first.kill()  # SIGKILL: no commit, no clean-shutdown marker
+        first.wait(30)
+    assert seen < count(expected_events), "the worker finished before the kill; use a longer tape"
+    second = exchange.start_worker("w2")
+    try:
+        trades, events = asyncio.run(
+            read_outputs(settings, count(expected_trades), count(expected_events))
+        )
+    finally:
+        assert stop(second) == 0
+    assert "wiped its RocksDB store" in exchange.log("w2")
+    assert count(trades) == count(expected_trades)
+    assert trades == expected_trades
+    assert events == expected_events
+    app_id = exchange.env["EXCHANGE_APP_ID"]
+    assert changelog_books(settings, app_id, exchange.rules_path) == replayed_books(
+        lines, exchange.rules_path
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    reason="known gap: after a join then a leave, the worker that keeps partitions across the "
+    "rebalance can crash in Faust's recovery (ConsistencyError: persisted changelog offset above "
+    "the highwater) or stall; run with --runxfail while fixing it",
+    run=False,
+)
+def test_second_worker_joining_and_first_leaving_mid_tape_lose_and_duplicate_nothing(
+    exchange: IsolatedExchange,
+) -> None:
+    settings = exchange.settings
+    asyncio.run(_create_topics(settings))
+    lines = tapegen.generate_tape(8000, seed=13)
+    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    asyncio.run(publish_commands(settings, lines))
+    topics = catalog(settings)
+    total = count(expected_events)
+    first = exchange.start_worker("w1")
+    second = None
+    try:
+        asyncio.run(wait_for_committed(settings, topics.order_events.name, total // 5, 120))
+        second = exchange.start_worker("w2")  # takes some partitions: a rebalance
+        asyncio.run(wait_for_committed(settings, topics.order_events.name, total // 2, 120))
+        assert stop(first) == 0  # leaves: the second takes every partition
+        trades, events = asyncio.run(read_outputs(settings, count(expected_trades), total))
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                stop(process)
+    assert trades == expected_trades
+    assert events == expected_events
+    assert "slot 1" in exchange.log("w2") or (exchange.workdir / "data" / "slot-1").exists()
