@@ -39,7 +39,17 @@ def test_compose_file_parses_with_the_expected_services() -> None:
     result = _config({"GRAFANA_ADMIN_PASSWORD": "from-dot-env"})
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    for service in ("kafka:", "mongo:", "redis:", "prometheus:", "grafana:", "topics:"):
+    for service in (
+        "kafka:",
+        "mongo:",
+        "redis:",
+        "prometheus:",
+        "grafana:",
+        "topics:",
+        "exchange:",
+        "ingest:",
+        "stats:",
+    ):
         assert f"\n  {service}" in text
     assert "image: mongo:7" in text
     assert "KAFKA_PROCESS_ROLES: broker,controller" in text
@@ -58,3 +68,13 @@ def test_the_init_service_runs_a_command_the_cli_accepts() -> None:
     assert result.returncode == 0, result.stderr
     assert "command:\n    - topics\n    - --create\n" in result.stdout
     assert build_parser().parse_args(["topics", "--create"]).create is True
+
+
+def test_service_entrypoints_name_modules_that_exist() -> None:
+    import importlib.util
+
+    result = _config({"GRAFANA_ADMIN_PASSWORD": "x"})
+    assert result.returncode == 0, result.stderr
+    for module in ("brokerflow.flows.ingest", "brokerflow.flows.stats", "brokerflow.app"):
+        assert f"- {module}\n" in result.stdout
+        assert importlib.util.find_spec(module) is not None, module
