@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
@@ -21,6 +21,8 @@ from brokerflow.schemas.base import Message
 from brokerflow.settings import Settings
 
 __all__ = ["KafkaUnavailableError", "consumer", "producer", "publish"]
+
+ClientT = TypeVar("ClientT", AIOKafkaProducer, AIOKafkaConsumer)
 
 
 class KafkaUnavailableError(StackError):
@@ -63,17 +65,8 @@ async def producer(
     if transactional_id is not None:
         options.update(transactional_id=transactional_id, enable_idempotence=True, acks="all")
     options.update(overrides)
-    client = AIOKafkaProducer(**options)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await client.start()
-    except _UNAVAILABLE as exc:
-        await _quietly_stop(client)
-        raise KafkaUnavailableError(settings.kafka_bootstrap_servers, exc) from exc
-    try:
+    async with _started(AIOKafkaProducer(**options), settings, timeout_s) as client:
         yield client
-    finally:
-        await _quietly_stop(client)
 
 
 @asynccontextmanager
@@ -94,17 +87,8 @@ async def consumer(
         "request_timeout_ms": int(timeout_s * 1000),
     }
     options.update(overrides)
-    client = AIOKafkaConsumer(*topics, **options)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await client.start()
-    except _UNAVAILABLE as exc:
-        await _quietly_stop(client)
-        raise KafkaUnavailableError(settings.kafka_bootstrap_servers, exc) from exc
-    try:
+    async with _started(AIOKafkaConsumer(*topics, **options), settings, timeout_s) as client:
         yield client
-    finally:
-        await _quietly_stop(client)
 
 
 async def publish(
@@ -126,6 +110,21 @@ async def publish(
         hosts = ",".join(f"{host}:{port}" for host, port, _ in client.client.hosts)
         raise KafkaUnavailableError(hosts, exc) from exc
     return len(futures)
+
+
+@asynccontextmanager
+async def _started(client: ClientT, settings: Settings, timeout_s: float) -> AsyncIterator[ClientT]:
+    """Start within ``timeout_s`` or raise KafkaUnavailableError; always stop on the way out."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.start()
+    except _UNAVAILABLE as exc:
+        await _quietly_stop(client)
+        raise KafkaUnavailableError(settings.kafka_bootstrap_servers, exc) from exc
+    try:
+        yield client
+    finally:
+        await _quietly_stop(client)
 
 
 async def _quietly_stop(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
