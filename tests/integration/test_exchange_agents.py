@@ -296,7 +296,7 @@ def test_generated_tape_matches_the_replay_exactly(exchange: IsolatedExchange) -
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=False,
-    reason="known gap (issue 3): passes alone, but 2 of 3 full-suite runs on 2026-11-22 gave "
+    reason="known gap (issue 3): passes alone, but 2 of 5 full-suite runs on 2026-11-22 gave "
     "BTCUSDT events that differ from the replay after the kill -9; it still runs and reports",
 )
 def test_kill_9_mid_tape_then_restart_loses_and_duplicates_nothing(
