@@ -385,6 +385,8 @@ class _Shard:
         return str(self.index)
 
 
+#: How long a silence timeout waits for a frame already on its way before reconnecting.
+_SILENCE_GRACE_S = 1.0
 #: Reasons a connection is replaced on purpose: reconnect at once, without backoff.
 _PLANNED_RECONNECTS = frozenset({"server_shutdown", "max_age"})
 
@@ -609,6 +611,19 @@ class BinanceStream:
             shard.connection = None
             await connection.close()
 
+    async def _buffered(self, connection: ClientConnection) -> str | bytes | None:
+        """A frame already waiting when the silence timer fired, or ``None``.
+
+        The timer runs on wall time, but this event loop runs only while the flow polls its
+        source: a flow held up (Kafka away) leaves frames waiting in the socket and the timer
+        expired on our pause, not the vendor's silence. ``recv`` is cancellation-safe.
+        """
+        try:
+            async with asyncio.timeout(min(_SILENCE_GRACE_S, self.silence_timeout)):
+                return await connection.recv()
+        except TimeoutError:
+            return None
+
     async def _pump(
         self,
         shard: _Shard,
@@ -627,7 +642,12 @@ class BinanceStream:
                 async with asyncio.timeout(min(remaining_age, self.silence_timeout)):
                     message = await connection.recv()
             except TimeoutError:
-                return "max_age" if age_first else "silence"
+                if age_first:
+                    return "max_age"
+                buffered = await self._buffered(connection)
+                if buffered is None:
+                    return "silence"
+                message = buffered
             receive_time = self._now()
             text = message if isinstance(message, str) else message.decode("utf-8", "replace")
             VENDOR_FETCH_SUCCESS.labels(vendor=VENDOR).inc()

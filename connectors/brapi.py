@@ -190,8 +190,8 @@ def _error_for(
         )
     if status >= 500:
         return BrapiUnavailableError(
-            f"Brapi failed the request for {names} (HTTP {status}: {said}); it is retried on "
-            "the next poll.",
+            f"Brapi failed the request for {names} (HTTP {status}: {said}); retried with "
+            "backoff up to BRAPI_MAX_ATTEMPTS times, then on the next poll.",
             status=status,
             vendor_message=said,
             retry_after=retry_after,
@@ -631,7 +631,7 @@ class BrapiPoller:
                 delay = error.retry_after
                 if delay is None:
                     delay = self.backoff.delay(attempt - 1, self._random)
-                log.warning("brapi: %s; retrying in %.2f s", error, delay)
+                log.warning("brapi: %s Retrying in %.2f s.", error, delay)
                 await self._sleep(delay)
             self.budget.spend(self._now())
             try:

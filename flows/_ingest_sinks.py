@@ -5,6 +5,12 @@ MongoDB stored every document. Bytewax snapshots an epoch only after its output 
 crash replays at most the unsnapshotted tail: at-least-once into Kafka, and exactly one document
 per record in MongoDB (the replayed inserts hit the unique ``_id`` and are ignored).
 
+When Kafka goes away mid-run the Kafka sink holds the batch and lets librdkafka's idempotent
+producer retry it (in order, never twice) until the broker answers again, logging every few
+seconds what it holds and where; only a record unacknowledged for
+``INGEST_KAFKA_OUTAGE_TIMEOUT_S`` raises :class:`KafkaDeliveryError`, which names the bootstrap
+servers and what to do.
+
 Why librdkafka's ``partitioner=murmur2_random``: its default, ``consistent_random``, hashes keys
 with CRC32, while the Java client and aiokafka use murmur2; with the default a symbol produced by
 this flow would land on another partition than the same symbol produced by aiokafka (the
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,22 +70,63 @@ class KafkaDeliveryError(StackError):
     """Kafka refused or timed out records; the flow stops so recovery can replay them."""
 
 
+#: Seconds between "still waiting for Kafka" warnings while a batch is held.
+_FLUSH_STEP_S = 5.0
+
+
 def producer_config(settings: Settings) -> dict[str, str]:
-    """The shared librdkafka producer properties (murmur2, seed tuning) plus the brokers."""
+    """The shared librdkafka producer properties (murmur2, seed tuning) plus the brokers, and
+    how long a record may wait for Kafka (``message.timeout.ms``, 0 = for ever)."""
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         **shared_producer_config(settings),
+        "message.timeout.ms": str(round(settings.ingest_kafka_outage_timeout_s * 1000)),
     }
+
+
+class _WithoutConnectionFailures(logging.Filter):
+    """Drops librdkafka's ``FAIL`` lines: while a broker is down it logs every connection
+    attempt (several a second); the sink's own warnings say the same every few seconds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        return not (isinstance(args, tuple) and args and args[0] == "FAIL")
+
+
+#: librdkafka's own log lines, routed through Python logging (delivered on poll and flush).
+_LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
+_LIBRDKAFKA_LOG.addFilter(_WithoutConnectionFailures())
+
+
+def _outage_hint(bootstrap: str) -> str:
+    return (
+        f"start Kafka at {bootstrap} (`brokerflow stack up`) or set KAFKA_BOOTSTRAP_SERVERS to a "
+        "reachable broker"
+    )
 
 
 class _KafkaRecordPartition(StatelessSinkPartition[KafkaRecord]):
     def __init__(self, config: dict[str, str], observe_latency: bool) -> None:
-        self._producer = Producer(config)
+        self._bootstrap = config["bootstrap.servers"]
+        self._timeout_s = int(config.get("message.timeout.ms", "300000")) / 1000
+        self._producer = Producer({**config, "error_cb": self._on_error, "logger": _LIBRDKAFKA_LOG})
         self._observe_latency = observe_latency
         self._delivered: Counter[str] = Counter()
         self._failed: Counter[str] = Counter()
         self._first_error: KafkaError | None = None
+        self._fatal: KafkaError | None = None
         self._latencies: list[tuple[str, float]] = []
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's client-level errors: an outage is retried, a fatal error stops us."""
+        if error.fatal():
+            self._fatal = self._fatal or error
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            log.warning(
+                "Kafka at %s does not answer (%s); holding records and retrying until it does",
+                self._bootstrap,
+                error.str(),
+            )
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         topic = message.topic() or "unknown"
@@ -116,14 +164,44 @@ class _KafkaRecordPartition(StatelessSinkPartition[KafkaRecord]):
         for record in items:
             self._produce(record)
             self._producer.poll(0)
-        self._producer.flush()
+        self._wait_for_acks()
+        failed = dict(self._failed)
         self._publish_metrics()
+        if self._fatal is not None:
+            raise KafkaDeliveryError(
+                f"the Kafka producer for {self._bootstrap} failed: {self._fatal.str()}; run the "
+                "flow again: with recovery on it resumes from its last snapshot"
+            )
         if self._first_error is not None:
             error, self._first_error = self._first_error, None
             raise KafkaDeliveryError(
-                f"Kafka did not acknowledge {sum(self._failed.values())} record(s) "
-                f"({dict(self._failed)}): {error.str()}; the flow stops so that recovery "
-                "replays them"
+                f"Kafka at {self._bootstrap} did not acknowledge {sum(failed.values())} "
+                f"record(s) ({failed}) within INGEST_KAFKA_OUTAGE_TIMEOUT_S="
+                f"{self._timeout_s:g} s ({error.str()}); {_outage_hint(self._bootstrap)}, then "
+                "run the flow again: with recovery on it resumes from its last snapshot and "
+                "re-sends what was not acknowledged"
+            )
+
+    def _wait_for_acks(self) -> None:
+        """Flush, saying every few seconds what is held while Kafka is away (never a silent
+        hang); librdkafka ends the wait by failing the records after ``message.timeout.ms``."""
+        started = time.monotonic()
+        while (held := self._producer.flush(_FLUSH_STEP_S)) > 0:
+            if self._fatal is not None:
+                return
+            limit = (
+                f"giving up after INGEST_KAFKA_OUTAGE_TIMEOUT_S={self._timeout_s:g} s"
+                if self._timeout_s
+                else "for ever: INGEST_KAFKA_OUTAGE_TIMEOUT_S=0"
+            )
+            log.warning(
+                "Kafka at %s has not acknowledged %d record(s) for %.0f s; the flow waits and "
+                "retries (%s); %s",
+                self._bootstrap,
+                held,
+                time.monotonic() - started,
+                limit,
+                _outage_hint(self._bootstrap),
             )
 
     def _publish_metrics(self) -> None:
@@ -138,7 +216,8 @@ class _KafkaRecordPartition(StatelessSinkPartition[KafkaRecord]):
         self._latencies.clear()
 
     def close(self) -> None:
-        self._producer.flush()
+        # write_batch leaves nothing queued; bounded so a dead broker cannot hang the shutdown.
+        self._producer.flush(_FLUSH_STEP_S)
         self._publish_metrics()
 
 

@@ -22,7 +22,7 @@ import math
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -212,10 +212,15 @@ class _AsyncFramesPartition(StatelessSourcePartition[Frame]):
     """Drives an async frame iterator on a private event loop, ``batch_size`` at a time."""
 
     def __init__(
-        self, frames: AsyncIterator[Frame], batch_size: int, frame_limit: int | None
+        self,
+        frames: AsyncIterator[Frame],
+        batch_size: int,
+        frame_limit: int | None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._frames = frames
+        self._on_close = on_close
         self._batches = batch_async(frames, _LIVE_POLL, batch_size, loop=self._loop)
         self._remaining = frame_limit
 
@@ -238,6 +243,9 @@ class _AsyncFramesPartition(StatelessSourcePartition[Frame]):
             aclose = getattr(self._frames, "aclose", None)
             if aclose is not None:
                 loop.run_until_complete(aclose())
+        if self._on_close is not None:  # e.g. the poller's HTTP client, on its own loop
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(self._on_close())
         loop.close()
 
 
@@ -292,5 +300,8 @@ class BrapiSource(DynamicSource[Frame]):
             return _NothingPartition()
         poller = BrapiPoller(self.settings)
         return _AsyncFramesPartition(
-            poller.responses(), self.settings.ingest_batch_size, self.frame_limit
+            poller.responses(),
+            self.settings.ingest_batch_size,
+            self.frame_limit,
+            on_close=poller.aclose,
         )

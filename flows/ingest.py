@@ -14,6 +14,7 @@ Shape::
     frames (TapeSource: INGEST_TAPE_PARTITIONS symbol groups, resumable by line number;
             BinanceSource: symbols dealt out to workers; BrapiSource: worker 0)
       -> parse           connectors.parse_frame: records, dead letters (counted), control
+      -> fresh_quotes    Brapi only: a quote no newer than its symbol's last one is dropped
       -> kafka_records   Trade -> market.trades.raw, BestBidAsk -> market.book_ticker.raw,
                          Quote -> assets-market-data-v1 (key: symbol);
                          DeadLetter -> dead-letters-v1 (key: source)
@@ -22,12 +23,31 @@ Shape::
 
 A bad frame becomes a dead letter and the flow goes on; only Kafka refusing records stops it.
 
+Brapi answers every poll with each ticker's latest quote, changed or not (its data refreshes
+every few minutes; polls are closer), so ``fresh_quotes`` keeps, per symbol, the last
+``regularMarketTime`` published (recovery snapshots it) and drops a quote that is not newer: each
+quote reaches Kafka and MongoDB once, never a stale one after a newer.
+
 Delivery: at-least-once into Kafka, exactly one document per record in MongoDB. Sinks write
 synchronously, so an epoch is snapshotted only after Kafka acknowledged its records; after a
 crash Bytewax resumes every tape partition at its snapshotted line and re-sends what the crash
 interrupted (identical bytes: a replayed frame keeps its recorded receive time), at most
 ``INGEST_SNAPSHOT_INTERVAL_S`` worth. Live sources cannot rewind a WebSocket: after a crash they
 resume from "now".
+
+Kafka going away mid-run: the flow waits for it. The Kafka sink holds the batch it is writing
+and librdkafka's idempotent producer (``acks=all``) retries it until the broker answers again,
+so when the broker returns everything the sources handed on is delivered once, in order: nothing
+lost, no duplicate. Meanwhile the worker reads no source (a tape pauses, Brapi is not polled,
+WebSocket frames wait in the socket) and logs every 5 s what it holds and where Kafka should be.
+A record unacknowledged for ``INGEST_KAFKA_OUTAGE_TIMEOUT_S`` (300 s; 0 waits for ever) stops
+the flow with :class:`KafkaDeliveryError` naming the bootstrap servers; ``main`` then exits with
+status 3 (``EXIT_KAFKA_UNAVAILABLE``) and a restart resumes from the last snapshot as after a
+crash. Why wait rather than exit at once: a broker restart is routine and short, and exiting
+would lose the live frames in flight (recovery cannot rewind a vendor) and re-send up to a
+snapshot's worth of a tape, while waiting loses and duplicates nothing; the bound keeps a broker
+that never comes back from looking like a silent hang. Both paths are tested
+(``tests/integration/test_ingest_kafka_outage.py``).
 
 MongoDB layout: collection ``INGEST_MONGO_COLLECTION`` (``market_history``), one document per
 normalized record::
@@ -43,6 +63,7 @@ ignored, so replaying a tape never duplicates history. Index ``by_symbol_time`` 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import threading
@@ -50,7 +71,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +87,27 @@ from brokerflow.schemas.market import BestBidAsk, Quote, Trade
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog
 
-from ._ingest_sinks import KafkaRecord, KafkaRecordSink, MongoHistorySink, producer_config
+from ._ingest_sinks import (
+    KafkaDeliveryError,
+    KafkaRecord,
+    KafkaRecordSink,
+    MongoHistorySink,
+    producer_config,
+)
 from ._ingest_sources import BinanceSource, BrapiSource, TapeSource
 
 __all__ = [
+    "EXIT_KAFKA_UNAVAILABLE",
     "FLOW_NAME",
     "Check",
     "IngestReport",
     "IngestTally",
     "IngestTopics",
     "IngestValidationError",
+    "KafkaDeliveryError",
     "Parsed",
     "build_flow",
+    "drop_repeated_quotes",
     "flow",
     "history_documents",
     "history_id",
@@ -93,6 +123,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FLOW_NAME = "ingest"
+#: ``python -m brokerflow.flows.ingest``'s exit status when Kafka stayed away too long.
+EXIT_KAFKA_UNAVAILABLE = 3
 
 
 # --- records between steps ----------------------------------------------------------------------
@@ -138,6 +170,30 @@ class IngestTopics:
 def parse(frame: Frame) -> Parsed:
     """Validate and normalize one frame (never raises on bad input; counts dead letters)."""
     return Parsed(frame, parse_frame(*frame))
+
+
+def drop_repeated_quotes(
+    last_published: dict[str, datetime] | None, parsed: Parsed
+) -> tuple[dict[str, datetime], Parsed]:
+    """Drop each quote not newer than the last one kept for its symbol (Brapi repeats them).
+
+    The state is each symbol's latest kept ``eventTime``; the stream is keyed by vendor, so one
+    worker sees every Brapi body in poll order.
+    """
+    last = dict(last_published or {})
+    kept: list[Trade | BestBidAsk | Quote] = []
+    for record in parsed.result.records:
+        if isinstance(record, Quote):
+            previous = last.get(record.symbol)
+            if previous is not None and record.event_time <= previous:
+                log.debug("ingest: %s quote of %s already published", record.symbol, previous)
+                continue
+            last[record.symbol] = record.event_time
+        kept.append(record)
+    if len(kept) == len(parsed.result.records):
+        return last, parsed
+    result = dataclasses.replace(parsed.result, records=tuple(kept))
+    return last, Parsed(parsed.frame, result)
 
 
 def kafka_records(parsed: Parsed, topics: IngestTopics) -> list[KafkaRecord]:
@@ -311,6 +367,10 @@ def build_flow(
     frames = inputs[0] if len(inputs) == 1 else op.merge("frames_merged", *inputs)
 
     parsed = op.map("parse", frames, parse)
+    vendors = op.branch("is_brapi", parsed, lambda item: item.frame.vendor == "brapi")
+    brapi = op.key_on("brapi_key", vendors.trues, lambda item: item.frame.vendor)
+    fresh = op.key_rm("brapi_unkey", op.stateful_map("fresh_quotes", brapi, drop_repeated_quotes))
+    parsed = op.merge("parsed_merged", vendors.falses, fresh)
     records = op.flat_map("kafka_records", parsed, lambda item: kafka_records(item, topics))
     if tally is not None:
         parsed = op.inspect("tally_frames", parsed, lambda _step, item: tally.count_frame(item))
@@ -499,13 +559,31 @@ def run_ingest(
         settings, tally=tally, stop_at_end=stop_at_end, live_frame_limit=live_frame_limit
     )
     started = time.monotonic()
-    cli_main(
-        dataflow,
-        workers_per_process=workers,
-        epoch_interval=timedelta(seconds=settings.ingest_snapshot_interval_s),
-        recovery_config=None if recovery is None else _recovery_config(recovery),
-    )
+    try:
+        cli_main(
+            dataflow,
+            workers_per_process=workers,
+            epoch_interval=timedelta(seconds=settings.ingest_snapshot_interval_s),
+            recovery_config=None if recovery is None else _recovery_config(recovery),
+        )
+    except Exception as exc:
+        # Bytewax wraps a sink's exception in its own runtime errors; surface ours unwrapped.
+        delivery = _cause_of_type(exc, KafkaDeliveryError)
+        if delivery is None:
+            raise
+        raise delivery from exc
     return tally.report(time.monotonic() - started)
+
+
+def _cause_of_type(exc: BaseException, kind: type[KafkaDeliveryError]) -> KafkaDeliveryError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _print_checks(checks: Sequence[Check]) -> None:
@@ -529,13 +607,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     directory = recovery_dir(settings)
     log.info("ingest flow: recovery in %s, %d worker(s)", directory, settings.ingest_workers)
-    report = run_ingest(
-        settings,
-        workers=settings.ingest_workers,
-        recovery=directory,
-        serve_metrics=True,
-        validate=False,
-    )
+    try:
+        report = run_ingest(
+            settings,
+            workers=settings.ingest_workers,
+            recovery=directory,
+            serve_metrics=True,
+            validate=False,
+        )
+    except KafkaDeliveryError as exc:
+        print(f"ingest stopped: {exc}", file=sys.stderr)
+        return EXIT_KAFKA_UNAVAILABLE
     print(
         f"ingest: {report.frames} frames -> {report.records} records in {report.seconds:.1f} s; "
         f"per topic {report.records_by_topic}; dead letters {report.dead_letters_by_reason}"

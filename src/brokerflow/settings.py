@@ -300,6 +300,12 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(
         1, ge=1, description="Bytewax workers of `python -m brokerflow.flows.ingest`"
     )
+    ingest_kafka_outage_timeout_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long the ingest flow holds and retries records Kafka does not "
+        "acknowledge (broker down) before it exits with an error; 0: wait for ever",
+    )
 
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")

@@ -114,22 +114,25 @@ def test_each_record_goes_to_its_topic_keyed_by_symbol_and_bad_frames_become_dea
     records, _, _ = _run(_settings(small_tape))
 
     routed = [(record.topic, record.key.decode()) for record in records]
-    assert routed == [
+    # Brapi bodies take their own path (fresh_quotes), so only each vendor's order is kept.
+    assert [entry for entry in routed if not entry[1].startswith("PETR4")] == [
         ("t.market.trades.raw", "BTCUSDT"),
         ("t.dead-letters-v1", "binance_ws"),
         ("t.market.book_ticker.raw", "ETHUSDT"),
         ("t.dead-letters-v1", "binance_ws/btcusdt@trade"),
         ("t.dead-letters-v1", "binance_ws/ethusdt@bookTicker"),
-        ("t.assets-market-data-v1", "PETR4"),
         ("t.dead-letters-v1", "binance_ws/btcusdt@aggTrade"),
         ("t.market.trades.raw", "SOLUSDT"),  # the flow kept going after the bad frames
         ("t.market.trades.raw", "BTCUSDT"),
+    ]
+    assert [entry for entry in routed if entry[1] == "PETR4"] == [
+        ("t.assets-market-data-v1", "PETR4")
     ]
     values = [json.loads(record.value) for record in records]
     assert [v["tradeId"] for v in values if v["type"] == "Trade"] == ["1", "3", "4"]
     assert values[2]["type"] == "BestBidAsk"
     assert values[2]["bidPrice"] == "3000.10"
-    assert values[5]["lastPrice"] == "37.85"
+    assert [v["lastPrice"] for v in values if v["type"] == "Quote"] == ["37.85"]
     letters = [v for v in values if v["type"] == "DeadLetter"]
     assert [(v["reason"], v["fields"]) for v in letters] == [
         ("NOT_JSON", []),
@@ -199,12 +202,12 @@ def test_dead_letters_are_counted_by_source_and_reason(small_tape: Path) -> None
 def test_history_keeps_the_raw_frame_of_every_record_under_a_stable_id(small_tape: Path) -> None:
     _, documents, _ = _run(_settings(small_tape))
 
-    assert [document["_id"] for document in documents] == [
-        "binance|trade|BTCUSDT|1",
+    assert sorted(document["_id"] for document in documents) == [
         "binance|bookTicker|ETHUSDT|500",
-        "brapi|quote|PETR4|2026-04-23T13:29:00.000000Z",
-        "binance|trade|SOLUSDT|3",
+        "binance|trade|BTCUSDT|1",
         "binance|trade|BTCUSDT|4",
+        "binance|trade|SOLUSDT|3",
+        "brapi|quote|PETR4|2026-04-23T13:29:00.000000Z",
     ]
     first = documents[0]
     assert first == {
@@ -217,8 +220,67 @@ def test_history_keeps_the_raw_frame_of_every_record_under_a_stable_id(small_tap
         "receiveTime": "2026-04-23T13:30:00.000000Z",
         "raw": SMALL_TAPE[0][1],
     }
-    assert documents[2]["raw"] == BRAPI_BODY
-    assert documents[2]["vendorId"] is None
+    (quote,) = [document for document in documents if document["vendor"] == "brapi"]
+    assert quote["raw"] == BRAPI_BODY
+    assert quote["vendorId"] is None
+
+
+def _quote_body(*quotes: tuple[str, str, str]) -> str:
+    return json.dumps(
+        {
+            "results": [
+                {"symbol": symbol, "regularMarketPrice": float(price), "regularMarketTime": when}
+                for symbol, price, when in quotes
+            ]
+        }
+    )
+
+
+def test_a_repeated_or_stale_brapi_quote_is_published_once(tmp_path: Path) -> None:
+    t1, t2 = "2026-04-23T13:29:00.000Z", "2026-04-23T13:34:00.000Z"
+    polls = [
+        _quote_body(("PETR4", "37.85", t1), ("VALE3", "61.2", t1)),
+        _quote_body(("PETR4", "37.85", t1), ("VALE3", "61.3", t2)),  # PETR4 unchanged
+        _quote_body(("PETR4", "37.9", t2), ("VALE3", "61.2", t1)),  # VALE3 older: stale
+        _quote_body(("PETR4", "37.9", t2), ("VALE3", "61.3", t2)),  # nothing new
+    ]
+    frames = [Frame("brapi", body, T0 + timedelta(minutes=n)) for n, body in enumerate(polls)]
+    records: list[KafkaRecord] = []
+    documents: list[dict] = []
+    tally = IngestTally()
+    flow = build_flow(
+        _settings(tmp_path / "unused.jsonl"),
+        source=TestingSource(frames),
+        kafka_sink=TestingSink(records),
+        history_sink=TestingSink(documents),
+        tally=tally,
+    )
+    run_main(flow)
+
+    values = [json.loads(record.value) for record in records]
+    assert [(v["symbol"], v["lastPrice"]) for v in values] == [
+        ("PETR4", "37.85"),
+        ("VALE3", "61.2"),
+        ("VALE3", "61.3"),
+        ("PETR4", "37.9"),
+    ]
+    assert [document["raw"] for document in documents] == [polls[0], polls[0], polls[1], polls[2]]
+    assert tally.report(0.0).frames == 4
+
+
+def test_drop_repeated_quotes_passes_other_records_and_keeps_the_latest_time() -> None:
+    body = _quote_body(("PETR4", "37.85", "2026-04-23T13:29:00.000Z"))
+    parsed = ingest.parse(Frame("brapi", body, T0))
+    state, kept = ingest.drop_repeated_quotes(None, parsed)
+    assert kept is parsed
+    assert state == {"PETR4": datetime(2026, 4, 23, 13, 29, tzinfo=UTC)}
+
+    again, dropped = ingest.drop_repeated_quotes(state, parsed)
+    assert again == state
+    assert (dropped.result.records, dropped.frame) == ((), parsed.frame)
+
+    trade = ingest.parse(Frame("binance", _trade(1), T0))
+    assert ingest.drop_repeated_quotes(state, trade) == (state, trade)
 
 
 def test_two_workers_and_partitions_keep_each_symbols_order(small_tape: Path) -> None:
@@ -372,3 +434,62 @@ def test_run_ingest_refuses_to_start_naming_the_failed_check(tmp_path: Path) -> 
     with pytest.raises(ingest.IngestValidationError, match="config: TAPE_REPLAY_PATH=") as caught:
         ingest.run_ingest(settings, validate=True)
     assert [check.name for check in caught.value.failed] == ["config", "kafka"]
+
+
+# --- Kafka away (port 9 on loopback: nothing listens) -------------------------------------------
+def test_the_producer_waits_for_kafka_as_long_as_the_outage_timeout() -> None:
+    assert producer_config(Settings())["message.timeout.ms"] == "300000"
+    assert producer_config(Settings(ingest_kafka_outage_timeout_s=2.5))["message.timeout.ms"] == (
+        "2500"
+    )
+    assert producer_config(Settings(ingest_kafka_outage_timeout_s=0))["message.timeout.ms"] == "0"
+
+
+def test_records_kafka_never_acknowledges_raise_an_error_naming_the_brokers(
+    small_tape: Path,
+) -> None:
+    settings = _settings(small_tape, ingest_mongo_history=False).model_copy(
+        update={"kafka_bootstrap_servers": "127.0.0.1:9", "ingest_kafka_outage_timeout_s": 0.5}
+    )
+    before = metric_value("kafka_publish_failure_total", topic="t.market.trades.raw")
+
+    with pytest.raises(ingest.KafkaDeliveryError) as caught:
+        ingest.run_ingest(settings, validate=False)
+
+    said = str(caught.value)
+    assert said.startswith("Kafka at 127.0.0.1:9 did not acknowledge 9 record(s) (")
+    assert "within INGEST_KAFKA_OUTAGE_TIMEOUT_S=0.5 s" in said
+    assert "`brokerflow stack up`" in said
+    assert "KAFKA_BOOTSTRAP_SERVERS" in said
+    # The first batch is the whole small tape: 3 trades among its 9 records.
+    assert metric_value("kafka_publish_failure_total", topic="t.market.trades.raw") - before == 3
+
+
+def test_main_exits_3_with_one_line_saying_what_to_do_when_kafka_stays_away(
+    small_tape: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in {
+        "TAPE_REPLAY_PATH": str(small_tape),
+        "TAPE_REPLAY_SPEED": "0",
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+        "INGEST_KAFKA_OUTAGE_TIMEOUT_S": "0.5",
+        "INGEST_MONGO_HISTORY": "false",
+        "INGEST_RECOVERY_DIR": str(tmp_path / "recovery"),
+        "VALIDATE_ON_START": "false",
+        "METRICS_PORT": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    assert ingest.main([]) == ingest.EXIT_KAFKA_UNAVAILABLE == 3
+
+    stopped = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("ingest stopped")
+    ]
+    assert len(stopped) == 1
+    assert stopped[0].startswith("ingest stopped: Kafka at 127.0.0.1:9 did not acknowledge ")
+    assert stopped[0].endswith(
+        "resumes from its last snapshot and re-sends what was not acknowledged"
+    )

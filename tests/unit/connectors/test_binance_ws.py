@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import socket
+import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -203,6 +205,54 @@ async def test_silence_watchdog_replaces_a_quiet_connection() -> None:
     assert [frame.raw for frame in got] == [trade_frame(1)]
     assert sleep.delays == [0.75]  # silence is a failure: backed off
     assert reconnects("silence") - before == 1
+
+
+async def test_a_frame_waiting_after_our_event_loop_paused_is_not_silence() -> None:
+    """The ingest flow runs the stream's loop only while it polls the source: held up (Kafka
+    away), the silence timer expires on our pause while frames wait in the socket."""
+    release, sent, ready = threading.Event(), threading.Event(), threading.Event()
+    box: dict[str, Any] = {}
+
+    async def script(connection: Any, log: Any) -> None:
+        await connection.send(trade_frame(1))
+        assert await asyncio.to_thread(release.wait, 10)
+        await connection.send(trade_frame(2))
+        sent.set()
+        await connection.wait_closed()
+
+    def serve() -> None:  # on its own loop, so it keeps sending while ours is paused
+        async def main() -> None:
+            async with FakeBinanceServer([script]) as server:
+                box.update(server=server, loop=asyncio.get_running_loop(), stop=asyncio.Event())
+                ready.set()
+                await box["stop"].wait()
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    before = reconnects("silence")
+    stream = BinanceStream(
+        settings(box["server"].base_url, binance_silence_timeout_s=0.2),
+        sleep=RecordingSleep(),
+        random=lambda: HALF,
+    )
+    try:
+        async with contextlib.aclosing(stream.frames()) as frames:
+            got = await take(frames, 1)
+            await asyncio.sleep(0.05)  # the pump now waits for a frame under its timer
+            release.set()
+            assert sent.wait(10)
+            time.sleep(0.5)  # noqa: ASYNC251 - the point: our loop paused past the timer
+            got += await take(frames, 1)
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(10)
+
+    assert [frame.raw for frame in got] == [trade_frame(1), trade_frame(2)]
+    assert len(box["server"].connections) == 1
+    assert reconnects("silence") - before == 0
 
 
 async def test_connection_is_replaced_at_its_maximum_age_without_backoff() -> None:
