@@ -19,7 +19,12 @@ from datetime import timedelta
 
 from faust.types import StreamT
 
-from brokerflow.agents.match_orders import install_commit_guard, send_in_transaction, step_lock
+from brokerflow.agents.match_orders import (
+    InputRecord,
+    install_commit_guard,
+    send_in_transaction,
+    step_lock,
+)
 from brokerflow.app import app, settings
 from brokerflow.exchange_schedule import ReferenceThrottle
 from brokerflow.schemas import SchemaError, SetReferencePrice, Trade, decode
@@ -66,6 +71,9 @@ async def forward_reference_prices(stream: StreamT) -> None:
                     event_time=trade.event_time,
                 )
                 await send_in_transaction(
-                    event, _COMMANDS_TOPIC, trade.symbol.encode(), command.to_json_bytes()
+                    InputRecord.of(event),
+                    _COMMANDS_TOPIC,
+                    trade.symbol.encode(),
+                    command.to_json_bytes(),
                 )
             event.ack()

@@ -12,8 +12,8 @@ State
 Books live in memory for speed and in two RocksDB tables (:mod:`brokerflow.tables.exchange`) for
 recovery, written per order the command touched (``engine.changes``) plus one small record per
 symbol: never a whole book per event. After any partition assignment or revocation the in-memory
-books are dropped and rebuilt from the tables before the next command (Faust has restored the
-tables of the assigned partitions from their changelogs by then).
+books are dropped; before the next command the agent restores the tables' partitions from their
+changelogs and rebuilds the books from them (below).
 
 Reference prices come from the command topic itself (``SetReferencePrice`` commands forwarded by
 :mod:`~brokerflow.agents.forward_reference_prices` from the market-data trades topic), not from
@@ -25,48 +25,64 @@ date already closed is ignored.
 
 Exactly once: what faust-streaming does not do for us
 ------------------------------------------------------
-* ``Topic.send`` inside an agent computes the transactional id from the *destination* topic's
-  partition and topic group (``TransactionManager.send``): for an output topic that is not a
-  source of this app it finds no group, and ``send_soon`` goes through the buffer. Outputs here
-  are sent with the transactional producer of the *source* partition explicitly
-  (``app.producer.send(..., transactional_id=...)``), the one whose transaction carries that
-  partition's offsets.
-* Faust commits on a timer task (and on rebalance) concurrently with the agent. A commit landing
-  while a command is half processed puts some of its output in a transaction whose offsets do not
-  include it; after a ``kill -9`` the command is processed again and that output appears twice in
-  a ``read_committed`` read. This is the duplicate of faust issue 517. Here each command is
-  processed, its table changelog records flushed into the transaction and its offset acked under
-  one lock, and every commit (``Consumer.force_commit``, which both computes the offsets and
-  commits the transaction) takes the same lock, so a transaction always holds exactly the output
-  of the offsets it commits.
-* Table writes (``table[key] = value``) queue their changelog record in Faust's producer buffer
-  (``send_soon``), which the exactly-once commit does not wait for: a record can land in the
-  transaction after the one that commits its offset, and be lost with it on a ``kill -9`` (seen
-  in the kill test: the restarted worker rebuilt a book missing a change and printed 4 trades
-  fewer). The agent writes the store and sends the changelog record itself, in the
-  transaction (:func:`write_table`).
+The agent does not trust Faust's consumer bookkeeping, its table recovery or its commit timing
+with correctness; each was seen to break exactly-once in the kill and rebalance tests. Instead:
+
+* **Outputs, state and the input offset in one transaction.** Every output (events, trades, dead
+  letters) and every table change is sent with the transactional producer of the *source*
+  partition (``Topic.send`` would pick the destination's: faust issue 177), and the state record
+  written per command carries the offset of the next command in that partition. A transaction
+  therefore always says exactly which commands it covers.
+* **Restore from the changelog on every assignment.** Faust restores tables from a high-water mark
+  cached by its consumer (it can trail the real end, so a restored book misses its last changes)
+  and leaves RocksDB holding writes of transactions that were later aborted. Before the first
+  command after any rebalance the agent reads both changelogs of its partitions itself, with
+  ``read_committed`` to the last stable offset asked of the broker after the partition's producer
+  was (re)initialised (which completes or aborts the previous owner's transaction), replaces
+  those RocksDB partitions with what it read, and rebuilds the books from it: Kafka Streams'
+  exactly-once rule, applied at every assignment because Faust's rebalances are eager.
+* **The next offset decides, not the consumer.** A command below the partition's next offset was
+  processed in a committed transaction: it is skipped (faust issue 517's duplicates after a
+  ``kill -9``). A command above it means commands were not delivered: Faust's stream drops
+  records fetched under an older consumer generation or while its flow control is paused, and
+  its consumer can start past the committed offset after a rebalance. The agent reads the missing
+  commands from the topic itself (:func:`~brokerflow.exchange_io.read_range`) and processes them
+  first, in order. (Seeking Faust's consumer back does not work: its fetch loop overwrites the
+  read offset with the batch it is still delivering, and the re-fetched records are dropped.)
+* **Commits cover processed commands only.** The command topic is declared ``acks=False`` so that
+  Faust never computes its offsets from acks (its gap and hole logic committed offsets past
+  commands that were never processed, or stalled a partition forever); the commit replaces
+  ``Consumer.force_commit`` and commits, under the same lock as processing, the next offset of
+  every partition with processed commands plus whatever Faust would commit for other topics. A
+  transaction thus never holds half a command's output.
 * ``concurrency=1``: with more, offsets can be committed past in-flight messages (issue 606).
-* RocksDB is written before the transaction commits: a worker that did not shut down cleanly
-  wipes its store at start and Faust rebuilds it from the changelog (read committed); see
-  :mod:`brokerflow.exchange_datadir`.
+* One data dir per worker (flock), a bounded block cache: see :mod:`brokerflow.app`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+from aiokafka import TopicPartition
 from faust.types import EventT, StreamT
+from rocksdict import WriteBatch
 
 from brokerflow.app import app, settings
 from brokerflow.errors import SchemaError, UnknownMessageError
+from brokerflow.exchange_io import PartitionSnapshot, read_latest_values, read_range
 from brokerflow.exchange_state import (
+    NEXT_OFFSET_KEY,
     SymbolRecord,
     encode_order_record,
     engine_command,
+    next_offset,
+    next_offset_record,
     order_key,
     rebuild_engines,
 )
@@ -78,11 +94,12 @@ from brokerflow.schemas import CloseSession, DeadLetter, Message, decode
 from brokerflow.tables.exchange import engine_state_by_symbol, orders_by_key
 from brokerflow.topics import catalog
 
-__all__ = ["commands_topic", "install_commit_guard", "match_orders", "step_lock"]
+__all__ = ["books", "commands_topic", "install_commit_guard", "match_orders", "step_lock"]
 
 log = logging.getLogger(__name__)
 
 topics = catalog(settings)
+#: ``acks=False``: Faust must not commit this topic's offsets from acks (see the docstring).
 commands_topic = app.topic(
     topics.order_commands.name,
     key_type=bytes,
@@ -90,71 +107,39 @@ commands_topic = app.topic(
     key_serializer="raw",
     value_serializer="raw",
     partitions=topics.order_commands.partitions,
+    acks=False,
 )
+_COMMANDS_TOPIC = topics.order_commands.name
 _EVENTS_TOPIC = topics.order_events.name
 _TRADES_TOPIC = topics.trade_executions.name
 _DEAD_LETTERS_TOPIC = topics.dead_letters.name
 _COMMANDS = frozenset(
     ("PlaceOrder", "CancelOrder", "AmendOrder", "CloseSession", "SetReferencePrice")
 )
+_TABLES = (orders_by_key, engine_state_by_symbol)
 
-#: Held while one input record is processed and acked, and by every commit: see the docstring.
+#: Held while one input record is processed, and by every commit: see the docstring.
 step_lock = asyncio.Lock()
 
 
-def install_commit_guard() -> None:
-    """Make the consumer's commits wait for the agent to be between two records (idempotent)."""
-    consumer = app.consumer
-    if getattr(consumer, "_brokerflow_guarded", False):
-        return
-    unguarded: Callable[..., Awaitable[bool]] = consumer.force_commit
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    """A command-topic record, delivered by Faust or read by the agent to fill a gap."""
 
-    async def force_commit_between_records(*args: Any, **kwargs: Any) -> bool:
-        async with step_lock:
-            return await unguarded(*args, **kwargs)
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
 
-    consumer.force_commit = force_commit_between_records  # type: ignore[method-assign]
-    consumer._brokerflow_guarded = True  # type: ignore[attr-defined]
-
-
-def transactional_id_for(event: EventT) -> str:
-    """The transactional producer whose transaction commits this record's offset (Faust's
-    naming: ``{app id}-{topic group}-{partition}``)."""
-    tp = event.message.tp
-    return f"{app.conf.id}-{app.assignor.group_for_topic(tp.topic)}-{tp.partition}"
-
-
-async def send_in_transaction(
-    event: EventT, topic: str, key: bytes | None, value: bytes
-) -> Awaitable[Any]:
-    """Produce inside the source partition's transaction (not ``Topic.send``: see above)."""
-    return await app.producer.send(
-        topic, key, value, None, None, None, transactional_id=transactional_id_for(event)
-    )
-
-
-async def write_table(event: EventT, table: Any, key: bytes, value: bytes) -> None:
-    """Set a table key: the local RocksDB store, and its changelog record in the transaction.
-
-    Not ``table[key] = value``: that queues the changelog record in Faust's producer buffer,
-    whose ``flush()`` returns once the record left the queue, possibly before it reached the
-    transactional producer, so a commit can slip in between and the record lands in the next
-    transaction (lost with it after a ``kill -9``, while the offset is committed).
-    """
-    table.data[key] = value
-    await app.producer.send(
-        table.changelog_topic.get_topic_name(),
-        key,
-        value,
-        event.message.partition,
-        None,
-        None,
-        transactional_id=transactional_id_for(event),
-    )
+    @classmethod
+    def of(cls, event: EventT) -> InputRecord:
+        message = event.message
+        return cls(message.topic, message.partition, message.offset, message.key, message.value)
 
 
 class _Books:
-    """The in-memory engines of the partitions this worker owns, rebuilt after a rebalance."""
+    """The in-memory engines of the partitions this worker owns, and where each partition is."""
 
     def __init__(self) -> None:
         self.rules: dict[str, SymbolRules] = (
@@ -164,31 +149,200 @@ class _Books:
         self.engines: dict[str, MatchingEngine] = {}
         self.closed_sessions: dict[str, date | None] = {}
         self.stale = True
+        self.partitions: frozenset[int] = frozenset()
+        #: partition -> offset of the next command to process (None: from the first one).
+        self.next_offsets: dict[int, int | None] = {}
+        #: partition -> next offset, for partitions with commands processed since the last commit.
+        self.uncommitted: dict[int, int] = {}
         self.dead_letters = 0
+        self.duplicates_skipped = 0
+        self.gaps_filled = 0
 
-    def rebuild(self) -> None:
-        restored = rebuild_engines(
-            engine_state_by_symbol.items(), orders_by_key.items(), self.exchange.rules_for
+    async def rebuild(self) -> None:
+        """Replace the owned RocksDB partitions with their committed changelogs; rebuild books."""
+        partitions = sorted(
+            tp.partition for tp in app.consumer.assignment() if tp.topic == _COMMANDS_TOPIC
         )
-        self.engines = {symbol: engine for symbol, (engine, _) in restored.items()}
-        self.closed_sessions = {symbol: closed for symbol, (_, closed) in restored.items()}
+        changelogs = {table: table.changelog_topic.get_topic_name() for table in _TABLES}
+        started = time.monotonic()
+        snapshots = await read_latest_values(
+            settings, [(changelogs[table], p) for table in _TABLES for p in partitions]
+        )
+        engines: dict[str, MatchingEngine] = {}
+        closed_sessions: dict[str, date | None] = {}
+        next_offsets: dict[int, int | None] = {}
+        for partition in partitions:
+            for table in _TABLES:
+                replace_store_partition(
+                    table, changelogs[table], partition, snapshots[(changelogs[table], partition)]
+                )
+            states = snapshots[(changelogs[engine_state_by_symbol], partition)].values.items()
+            orders = snapshots[(changelogs[orders_by_key], partition)].values.items()
+            for symbol, (engine, closed) in rebuild_engines(
+                states, orders, self.exchange.rules_for
+            ).items():
+                engines[symbol] = engine
+                closed_sessions[symbol] = closed
+            next_offsets[partition] = next_offset(states)
+        self.engines, self.closed_sessions = engines, closed_sessions
+        self.partitions = frozenset(partitions)
+        self.next_offsets = next_offsets
+        self.uncommitted.clear()
         self.stale = False
-        resting = sum(1 for engine in self.engines.values() for _ in engine.resting_orders())
+        resting = sum(1 for engine in engines.values() for _ in engine.resting_orders())
+        records = sum(len(snapshot.values) for snapshot in snapshots.values())
         log.info(
-            "books rebuilt from tables: %d symbols, %d resting orders", len(self.engines), resting
+            "books restored from the changelogs in %.2f s: partitions %s, %d records, "
+            "%d symbols, %d resting orders, next offsets %s",
+            time.monotonic() - started,
+            partitions,
+            records,
+            len(engines),
+            resting,
+            next_offsets,
         )
 
     def engine(self, symbol: str) -> MatchingEngine:
-        if self.stale:
-            self.rebuild()
         engine = self.engines.get(symbol)
         if engine is None:
             engine = self.engines[symbol] = MatchingEngine(symbol, self.exchange.rules_for(symbol))
             self.closed_sessions[symbol] = None
         return engine
 
+    async def admit(self, record: InputRecord) -> list[InputRecord]:
+        """The records to process now, in order: none (a duplicate), this one, or the commands
+        Faust did not deliver followed by this one (see the docstring)."""
+        partition, offset = record.partition, record.offset
+        if partition not in self.partitions:
+            return []  # queued before a rebalance took the partition away
+        expected = self.next_offsets.get(partition)
+        if expected is None or offset == expected:
+            return [record]
+        if offset < expected:
+            self.duplicates_skipped += 1
+            log.debug("%s[%d]@%d already processed", record.topic, partition, offset)
+            return []
+        missing = await read_range(settings, record.topic, partition, expected, offset)
+        self.gaps_filled += 1
+        log.warning(
+            "%s[%d]: offsets %d..%d were not delivered before %d; read %d records from the "
+            "topic (gap #%d)",
+            record.topic,
+            partition,
+            expected,
+            offset - 1,
+            offset,
+            len(missing),
+            self.gaps_filled,
+        )
+        return [
+            InputRecord(record.topic, partition, found.offset, found.key, found.value)
+            for found in missing
+        ] + [record]
+
+    def processed(self, partition: int, offset: int) -> None:
+        self.next_offsets[partition] = offset + 1
+        self.uncommitted[partition] = offset + 1
+
+    def offsets_to_commit(self, topics: Collection[Any] | None) -> dict[TopicPartition, int]:
+        offsets: dict[TopicPartition, int] = {}
+        for partition, offset in self.uncommitted.items():
+            tp = TopicPartition(_COMMANDS_TOPIC, partition)  # aiokafka checks the type
+            if topics is None or tp in topics or _COMMANDS_TOPIC in topics:
+                offsets[tp] = offset
+        return offsets
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            if self.uncommitted.get(tp.partition) == offset:
+                del self.uncommitted[tp.partition]
+
 
 books = _Books()
+
+
+def replace_store_partition(
+    table: Any, changelog: str, partition: int, snapshot: PartitionSnapshot
+) -> None:
+    """Make one RocksDB partition of ``table`` hold exactly its committed changelog."""
+    store = table.data
+    db = store._db_for_partition(partition)
+    batch = WriteBatch(raw_mode=True)
+    for key in db.keys():  # noqa: SIM118 - iterating an Rdict in raw mode raises
+        batch.delete(key)
+    for key, value in snapshot.values.items():
+        batch.put(key, value)
+    db.write(batch)
+    store._key_index.clear()
+    if snapshot.end_offset > 0:
+        # Faust's own recovery then has nothing left to read for this partition.
+        store.set_persisted_offset(TopicPartition(changelog, partition), snapshot.end_offset - 1)
+
+
+def install_commit_guard() -> None:
+    """Replace the consumer's commit with the one described in the docstring (idempotent)."""
+    consumer = app.consumer
+    if getattr(consumer, "_brokerflow_guarded", False):
+        return
+
+    async def commit_processed_commands(
+        topics: Collection[Any] | None = None, start_new_transaction: bool = True
+    ) -> bool:
+        async with step_lock:
+            offsets = consumer._filter_committable_offsets(
+                consumer._filter_tps_with_pending_acks(topics)
+            )
+            ours = books.offsets_to_commit(topics)
+            offsets.update(ours)
+            if not offsets:
+                return False
+            await consumer._handle_attached(offsets)
+            did_commit: bool = await consumer._commit_offsets(
+                offsets, start_new_transaction=start_new_transaction
+            )
+            if did_commit:
+                books.committed(ours)
+            return did_commit
+
+    consumer.force_commit = commit_processed_commands  # type: ignore[method-assign]
+    consumer._brokerflow_guarded = True  # type: ignore[attr-defined]
+
+
+def transactional_id_for(record: InputRecord) -> str:
+    """The transactional producer whose transaction commits this record's offset (Faust's
+    naming: ``{app id}-{topic group}-{partition}``)."""
+    return f"{app.conf.id}-{app.assignor.group_for_topic(record.topic)}-{record.partition}"
+
+
+async def send_in_transaction(
+    record: InputRecord, topic: str, key: bytes | None, value: bytes
+) -> None:
+    """Produce inside the source partition's transaction (not ``Topic.send``: see above)."""
+    await app.producer.send(
+        topic, key, value, None, None, None, transactional_id=transactional_id_for(record)
+    )
+
+
+async def write_table(record: InputRecord, table: Any, key: bytes, value: bytes) -> None:
+    """Set a table key: the local RocksDB store, and its changelog record in the transaction.
+
+    Not ``table[key] = value``: that queues the changelog record in Faust's producer buffer,
+    whose ``flush()`` returns once the record left the queue, possibly before it reached the
+    transactional producer, so a commit can slip in between and the record lands in the next
+    transaction (lost with it after a ``kill -9``, while the offset is committed).
+    """
+    store = table.data
+    store._db_for_partition(record.partition).put(key, value)
+    store._key_index[key] = record.partition
+    await app.producer.send(
+        table.changelog_topic.get_topic_name(),
+        key,
+        value,
+        record.partition,
+        None,
+        None,
+        transactional_id=transactional_id_for(record),
+    )
 
 
 @app.on_partitions_assigned.connect
@@ -202,9 +356,9 @@ async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     books.stale = True
 
 
-async def process_command(event: EventT) -> None:
+async def process_command(record: InputRecord) -> None:
     """One record of the command topic: decode, match, persist, produce (in one transaction)."""
-    raw: bytes = event.message.value
+    raw: bytes = record.value
     try:
         message = decode(raw)
         if message.type not in _COMMANDS:
@@ -212,12 +366,22 @@ async def process_command(event: EventT) -> None:
                 message.type, {"type": f"{message.type} is not an exchange command"}
             )
     except SchemaError as exc:
-        await dead_letter(event, exc)
+        await dead_letter(record, exc)
+        await write_next_offset(record)
         return
-    await apply_command(event, message)
+    if not await apply_command(record, message):
+        await write_next_offset(record)
 
 
-async def apply_command(event: EventT, message: Message) -> None:
+async def write_next_offset(record: InputRecord) -> None:
+    """For a command that wrote no symbol record: the partition's next offset still moves."""
+    await write_table(
+        record, engine_state_by_symbol, NEXT_OFFSET_KEY, next_offset_record(record.offset + 1)
+    )
+
+
+async def apply_command(record: InputRecord, message: Message) -> bool:
+    """Match one command; False when it was ignored (nothing written)."""
     symbol: str = message.__dict__["symbol"]
     engine = books.engine(symbol)
     closes_session: date | None = None
@@ -225,50 +389,52 @@ async def apply_command(event: EventT, message: Message) -> None:
         last = books.closed_sessions.get(symbol)
         if last is not None and message.session_date <= last:
             log.info("%s: session %s already closed; close ignored", symbol, message.session_date)
-            return
+            return False
         closes_session = message.session_date
     events = engine.process(engine_command(message, engine.rules))
     if closes_session is not None:
         books.closed_sessions[symbol] = closes_session
     for order_id, order in engine.changes:
         await write_table(
-            event, orders_by_key, order_key(symbol, order_id), encode_order_record(order)
+            record, orders_by_key, order_key(symbol, order_id), encode_order_record(order)
         )
-    state = SymbolRecord(engine.state(), books.closed_sessions.get(symbol))
-    await write_table(event, engine_state_by_symbol, symbol.encode(), state.to_bytes())
+    state = SymbolRecord(
+        engine.state(), books.closed_sessions.get(symbol), next_offset=record.offset + 1
+    )
+    await write_table(record, engine_state_by_symbol, symbol.encode(), state.to_bytes())
     key = symbol.encode()
     for engine_event in events:
         topic = _TRADES_TOPIC if engine_event[0] == TRADE_EXECUTED else _EVENTS_TOPIC
-        await send_in_transaction(event, topic, key, to_json(engine_event).encode())
+        await send_in_transaction(record, topic, key, to_json(engine_event).encode())
+    return True
 
 
-async def dead_letter(event: EventT, exc: SchemaError) -> None:
+async def dead_letter(record: InputRecord, exc: SchemaError) -> None:
     books.dead_letters += 1
-    message = event.message
     reason = "UNKNOWN_MESSAGE" if isinstance(exc, UnknownMessageError) else "SCHEMA_INVALID"
     if "<payload>" in exc.problems:
         reason = "NOT_JSON"
     letter = DeadLetter.from_payload(
-        source=message.topic,
+        source=record.topic,
         reason=reason,
         detail=str(exc),
         fields=tuple(field for field in exc.fields if field != "<payload>"),
-        payload=message.value or b"",
-        key=message.key,
-        partition=message.partition,
-        offset=message.offset,
+        payload=record.value or b"",
+        key=record.key,
+        partition=record.partition,
+        offset=record.offset,
         event_time=datetime.now(UTC),
     )
     log.warning(
         "dead letter #%d from %s[%d]@%d: %s",
         books.dead_letters,
-        message.topic,
-        message.partition,
-        message.offset,
+        record.topic,
+        record.partition,
+        record.offset,
         exc,
     )
     await send_in_transaction(
-        event, _DEAD_LETTERS_TOPIC, message.topic.encode(), letter.to_json_bytes()
+        record, _DEAD_LETTERS_TOPIC, record.topic.encode(), letter.to_json_bytes()
     )
 
 
@@ -277,5 +443,9 @@ async def match_orders(stream: StreamT) -> None:
     install_commit_guard()
     async for event in stream.events():
         async with step_lock:
-            await process_command(event)
-            event.ack()
+            if books.stale:
+                await books.rebuild()
+            for record in await books.admit(InputRecord.of(event)):
+                await process_command(record)
+                books.processed(record.partition, record.offset)
+        event.ack()  # marks the message done for Faust's shutdown wait; no offset bookkeeping

@@ -19,6 +19,11 @@ Faust settings that carry a design decision:
   point (see there).
 * ``table_standby_replicas=0``: standbys write RocksDB as well; recovery from the changelog is
   what the clean-shutdown rule relies on, and it is fast enough at this scale.
+* ``recovery_consistency_check=False``: Faust compares a table's persisted changelog offset with
+  a high-water mark its consumer cached from the last fetch, which under exactly-once can trail
+  the real end and crash a healthy worker with ``ConsistencyError`` after a rebalance. The
+  matching agent restores its partitions from the changelogs itself (read to the end the broker
+  reports) and records that end as the persisted offset.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.exchange_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.exchange_session_timeout_s / 3),
         table_standby_replicas=0,
+        recovery_consistency_check=False,
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",

@@ -7,6 +7,9 @@
    malformed frames) through the ingest flow into Kafka and MongoDB, then the stats flow into
    1 s / 1 min bars in MongoDB, Redis and ``market-bars-v1``; prints the latest 1-minute bars from
    Redis and tails the bars topic with ``kcat``.
+4. The exchange: a generated order tape matched by a real ``faust -A brokerflow.app worker``
+   (exactly-once, RocksDB tables), its trades checked against ``brokerflow match``'s replay
+   (:mod:`brokerflow.demo_exchange`).
 
 The market-data part runs in its own namespace (topic prefix ``demo.``, database
 ``brokerflow_demo``, Redis prefix ``demo:``) that it wipes first, so every run prints the same
@@ -121,28 +124,12 @@ def demo_settings(settings: Settings) -> Settings:
 
 async def _reset_namespace(settings: Settings) -> None:
     """Delete the demo's topics, database, Redis keys and recovery folders, then recreate topics."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
     from pymongo import AsyncMongoClient
     from redis.asyncio import Redis
 
-    from brokerflow.topics import ensure_topics
+    from brokerflow.topics import reset_topics
 
-    names = [spec.name for spec in catalog(settings)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        existing = [name for name in names if name in set(await admin.list_topics())]
-        if existing:
-            await admin.delete_topics(existing)
-        deadline = time.monotonic() + 30
-        # Deletion completes in the controller; only polling the topic list shows when it has.
-        while time.monotonic() < deadline:
-            if not set(existing) & set(await admin.list_topics()):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    await reset_topics(settings, tuple(spec.name for spec in catalog(settings)))
     mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
     try:
         await mongo.drop_database(settings.mongo_database)
@@ -156,15 +143,6 @@ async def _reset_namespace(settings: Settings) -> None:
     finally:
         await redis.aclose()
     shutil.rmtree(settings.stack_dir / "demo", ignore_errors=True)
-    # A just-deleted topic can linger in the controller for a moment: retry the creation.
-    for attempt in range(20):
-        try:
-            await ensure_topics(settings)
-            return
-        except KafkaError:  # TopicAlreadyExists while the deletion completes
-            if attempt == 19:
-                raise
-            await asyncio.sleep(0.5)
 
 
 def _latest_bars(settings: Settings, window: str) -> list[dict[str, str]]:
@@ -279,9 +257,14 @@ def run_demo(settings: Settings, *, bring_up: bool = True) -> int:
     _section("market data: sample tape -> ingest -> Kafka -> stats -> MongoDB, Redis, bars topic")
     market_ok = _market_data(settings)
 
+    _section("exchange: order tape -> Faust worker (exactly-once) -> trades and order events")
+    from brokerflow.demo_exchange import print_exchange_demo
+
+    exchange_ok = print_exchange_demo(settings)
+
     _section("tail a topic yourself")
     print(
         f"  kcat -b {settings.kafka_bootstrap_servers} -C -t {catalog(settings).order_events.name}"
         " -o beginning -e -f '%k  %s\\n'"
     )
-    return 0 if received == len(EXAMPLES) and market_ok else 1
+    return 0 if received == len(EXAMPLES) and market_ok and exchange_ok else 1

@@ -41,10 +41,13 @@ from brokerflow.topics import catalog
 
 __all__ = [
     "EPOCH",
+    "PartitionSnapshot",
     "TopicRecord",
     "command_from_tape_line",
     "commands_from_tape",
     "publish_commands",
+    "read_latest_values",
+    "read_range",
     "read_topic",
 ]
 
@@ -213,4 +216,93 @@ async def read_topic(
                 break
             await asyncio.sleep(0)
     records.sort(key=lambda record: (record.partition, record.offset))
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionSnapshot:
+    """A compacted partition's latest value per key, and the end offset it was read to."""
+
+    values: dict[bytes, bytes]
+    end_offset: int
+
+
+async def read_latest_values(
+    settings: Settings, partitions: Iterable[tuple[str, int]], *, timeout_s: float = 300.0
+) -> dict[tuple[str, int], PartitionSnapshot]:
+    """The latest committed value of every key in each ``(topic, partition)``, deletes applied.
+
+    What a table partition holds after its changelog is replayed from the start to the last
+    stable offset, asked of the broker when this call starts (not a high-water mark cached by a
+    consumer): records of an open or aborted transaction are never returned.
+    """
+    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+    latest: dict[tuple[str, int], dict[bytes, bytes]] = {
+        (tp.topic, tp.partition): {} for tp in wanted
+    }
+    if not wanted:
+        return {}
+    deadline = time.monotonic() + timeout_s
+    async with consumer(settings, enable_auto_commit=False) as client:
+        client.assign(wanted)
+        await client.seek_to_beginning(*wanted)
+        ends = await client.end_offsets(wanted)
+        pending = set(wanted)
+        while pending:
+            for tp in list(pending):
+                if await client.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                behind = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(pending))
+                raise TimeoutError(
+                    f"could not read {behind} to its end within {timeout_s:.0f} s; "
+                    "is the broker up (brokerflow stack status)?"
+                )
+            batch = await client.getmany(*pending, timeout_ms=500)
+            for tp, messages in batch.items():
+                values = latest[(tp.topic, tp.partition)]
+                for message in messages:
+                    if message.value is None:
+                        values.pop(message.key, None)
+                    else:
+                        values[message.key] = message.value
+    return {
+        (tp.topic, tp.partition): PartitionSnapshot(latest[(tp.topic, tp.partition)], ends[tp])
+        for tp in wanted
+    }
+
+
+async def read_range(
+    settings: Settings,
+    topic: str,
+    partition: int,
+    start: int,
+    stop: int,
+    *,
+    timeout_s: float = 60.0,
+) -> list[TopicRecord]:
+    """The committed records of one partition with ``start <= offset < stop``, in order.
+
+    Offsets missing from the result are not records (transaction markers, aborted records).
+    """
+    tp = TopicPartition(topic, partition)
+    records: list[TopicRecord] = []
+    deadline = time.monotonic() + timeout_s
+    async with consumer(settings, enable_auto_commit=False) as client:
+        client.assign([tp])
+        client.seek(tp, start)
+        while await client.position(tp) < stop:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"could not read {topic}[{partition}] offsets {start}..{stop - 1} within "
+                    f"{timeout_s:.0f} s; is the broker up (brokerflow stack status)?"
+                )
+            batch = await client.getmany(tp, timeout_ms=500)
+            records.extend(
+                TopicRecord(partition, m.offset, m.key, m.value)
+                for m in batch.get(tp, ())
+                if m.offset < stop
+            )
     return records

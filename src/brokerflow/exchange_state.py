@@ -9,7 +9,11 @@ record per symbol. Everything here is pure (no Faust, no Kafka), so it is unit-t
   closed marker ``{"closed":true}`` for an order id that is seen and no longer rests (the
   duplicate-check memory: a PlaceOrder with that id again answers ``OrderDuplicateIgnored``).
 * ``engine_state_by_symbol``: ``b"PETR4"`` -> :class:`SymbolRecord`, the engine's counters and
-  reference price plus the last session date closed (repeated closes are ignored).
+  reference price, the last session date closed (repeated closes are ignored) and the offset of
+  the next command to process in the symbol's partition; plus, per partition, the
+  :data:`NEXT_OFFSET_KEY` record, written only by a command that touched no symbol (a dead
+  letter, an ignored close). The next offset lives in the same transaction as the output, so a
+  restored partition knows exactly which command comes next (:func:`next_offset`).
 
 :func:`rebuild_engines` turns the two tables' items back into engines equal to the ones that
 wrote them (:meth:`~brokerflow.matching.MatchingEngine.restore`).
@@ -41,10 +45,13 @@ from brokerflow.schemas.base import Message
 
 __all__ = [
     "CLOSED_MARKER",
+    "NEXT_OFFSET_KEY",
     "SymbolRecord",
     "decode_order_record",
     "encode_order_record",
     "engine_command",
+    "next_offset",
+    "next_offset_record",
     "order_key",
     "rebuild_engines",
     "split_order_key",
@@ -52,6 +59,9 @@ __all__ = [
 
 #: Stored for an order id that was seen and is no longer resting (filled, cancelled, rejected...).
 CLOSED_MARKER: Final = b'{"closed":true}'
+#: ``engine_state_by_symbol`` key of a partition's next command offset, when no symbol record
+#: carries it. Symbols never start with ``#``.
+NEXT_OFFSET_KEY: Final = b"#next-offset"
 #: Separates symbol and order id in a table key; a symbol never contains it (letters, digits,
 #: '.', '-'), so the first one splits the key even when the order id holds more.
 _KEY_SEPARATOR: Final = "|"
@@ -91,12 +101,15 @@ class SymbolRecord:
 
     engine: EngineState
     last_closed_session: date | None = None
+    #: Offset of the next command in the symbol's partition, once this record is written.
+    next_offset: int | None = None
 
     def to_bytes(self) -> bytes:
         record: dict[str, Any] = {"engine": self.engine.to_record()}
         record["lastClosedSession"] = (
             None if self.last_closed_session is None else self.last_closed_session.isoformat()
         )
+        record["nextOffset"] = self.next_offset
         return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
@@ -106,7 +119,29 @@ class SymbolRecord:
         return cls(
             engine=EngineState.from_record(record["engine"]),
             last_closed_session=None if closed is None else date.fromisoformat(closed),
+            next_offset=record.get("nextOffset"),
         )
+
+
+def next_offset_record(offset: int) -> bytes:
+    """The :data:`NEXT_OFFSET_KEY` value."""
+    return json.dumps({"nextOffset": offset}, separators=(",", ":")).encode()
+
+
+def next_offset(symbol_records: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The offset of the next command to process in one partition, from its state records.
+
+    Every processed command writes it (in its symbol's record, or in the partition's
+    :data:`NEXT_OFFSET_KEY` record), so the highest one is the command after the last one whose
+    transaction committed; ``None`` when the partition never processed a command.
+    """
+    offsets = [
+        json.loads(value).get("nextOffset")
+        for key, value in symbol_records
+        if key == NEXT_OFFSET_KEY or not key.startswith(b"#")
+    ]
+    known = [offset for offset in offsets if offset is not None]
+    return max(known) if known else None
 
 
 def rebuild_engines(
@@ -130,6 +165,8 @@ def rebuild_engines(
             resting[symbol].append(order)
     engines: dict[str, tuple[MatchingEngine, date | None]] = {}
     for key, value in symbol_records:
+        if key.startswith(b"#"):
+            continue
         symbol = key.decode()
         record = SymbolRecord.from_bytes(value)
         engine = MatchingEngine.restore(

@@ -8,7 +8,9 @@ symbol's events in order. :func:`ensure_topics` creates the catalog idempotently
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -21,6 +23,7 @@ __all__ = [
     "TopicSpec",
     "catalog",
     "ensure_topics",
+    "reset_topics",
 ]
 
 log = logging.getLogger(__name__)
@@ -258,3 +261,39 @@ async def ensure_topics(
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+async def reset_topics(
+    settings: Settings, prefixes: tuple[str, ...], timeout_s: float = 30.0
+) -> list[str]:
+    """Delete every topic whose name starts with one of ``prefixes``, then create the catalog.
+
+    For throwaway namespaces (the demo's): the broker drops a consumer group's offsets of a
+    deleted topic with it, so consumers start again from the beginning. Returns the deleted names.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        doomed = [name for name in await admin.list_topics() if name.startswith(prefixes)]
+        if doomed:
+            await admin.delete_topics(doomed)
+        deadline = time.monotonic() + timeout_s
+        # Deletion completes in the controller; only polling the topic list shows when it has.
+        while time.monotonic() < deadline:
+            if not set(doomed) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    for attempt in range(20):  # a just-deleted topic can linger in the controller for a moment
+        try:
+            await ensure_topics(settings, timeout_s=timeout_s)
+            return doomed
+        except KafkaError:  # TopicAlreadyExists while the deletion completes
+            if attempt == 19:
+                raise
+            await asyncio.sleep(0.5)
+    return doomed

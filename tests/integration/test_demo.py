@@ -20,3 +20,5 @@ def test_demo_reads_every_message_back_and_leaves_bars_for_each_tape_symbol(
     latest = _latest_bars(demo_settings(settings), "1m")
     # The sample tape's Binance symbols (src/brokerflow/tapegen.py): one latest bar each.
     assert sorted(bar["symbol"] for bar in latest) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    # The exchange part: the Faust worker's trades equal the replay of the same tape.
+    assert "record for record, identical to `brokerflow match` on the same tape" in out

@@ -9,10 +9,13 @@ import pytest
 
 from brokerflow.exchange_state import (
     CLOSED_MARKER,
+    NEXT_OFFSET_KEY,
     SymbolRecord,
     decode_order_record,
     encode_order_record,
     engine_command,
+    next_offset,
+    next_offset_record,
     order_key,
     rebuild_engines,
     split_order_key,
@@ -64,8 +67,33 @@ def test_symbol_record_round_trips_with_and_without_a_closed_session() -> None:
     engine = MatchingEngine("PETR4")
     engine.process(SetReferencePrice("PETR4", Decimal("38.5")))
     for closed in (None, date(2026, 1, 2)):
-        record = SymbolRecord(engine.state(), closed)
-        assert SymbolRecord.from_bytes(record.to_bytes()) == record
+        for offset in (None, 0, 41):
+            record = SymbolRecord(engine.state(), closed, next_offset=offset)
+            assert SymbolRecord.from_bytes(record.to_bytes()) == record
+
+
+def test_next_offset_is_the_highest_any_state_record_of_the_partition_carries() -> None:
+    state = MatchingEngine("PETR4").state()
+    records = [
+        (b"PETR4", SymbolRecord(state, next_offset=17).to_bytes()),
+        (b"VALE3", SymbolRecord(state, next_offset=23).to_bytes()),
+        (b"ITUB4", SymbolRecord(state).to_bytes()),  # written before offsets were recorded
+    ]
+    assert next_offset(records) == 23
+    # A later command that touched no symbol (a dead letter) moved the partition on.
+    assert next_offset([*records, (NEXT_OFFSET_KEY, next_offset_record(30))]) == 30
+    # ... but an older one of those does not move it back.
+    assert next_offset([*records, (NEXT_OFFSET_KEY, next_offset_record(5))]) == 23
+    assert next_offset([]) is None
+    assert next_offset([(b"ITUB4", SymbolRecord(state).to_bytes())]) is None
+
+
+def test_rebuild_ignores_the_partition_offset_record() -> None:
+    states = {
+        b"PETR4": SymbolRecord(MatchingEngine("PETR4").state(), next_offset=3).to_bytes(),
+        NEXT_OFFSET_KEY: next_offset_record(4),
+    }
+    assert list(rebuild_engines(states.items(), [], lambda _: DEFAULT_RULES)) == ["PETR4"]
 
 
 def _persist(engine: MatchingEngine, store: dict[bytes, bytes], states: dict[bytes, bytes]) -> None:

@@ -1,0 +1,197 @@
+"""The main job's exchange part: a generated order tape matched by a real Faust worker.
+
+Publishes a fixed tape of order commands (:func:`brokerflow.matching.tapegen.generate_tape`) to the
+command topic, runs ``faust -A brokerflow.app worker`` on it with exactly-once processing, reads
+the trades and order events back with ``read_committed``, and checks them record for record
+against ``brokerflow match``'s replay of the same tape (the same matching code, no Kafka).
+
+Everything lives in its own namespace (topic prefix ``demo-exchange.``, Faust app id
+``brokerflow-demo-exchange``, data dir ``STACK_DIR/demo-exchange``), wiped first: its command log
+holds only the tape (no market-data reference prices), so every run prints the same trades.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
+from brokerflow.matching import tapegen
+from brokerflow.matching.replay import load_rules, replay
+from brokerflow.settings import Settings
+from brokerflow.topics import catalog, reset_topics
+
+__all__ = [
+    "EXCHANGE_APP_ID",
+    "EXCHANGE_TOPIC_PREFIX",
+    "ExchangeDemo",
+    "exchange_settings",
+    "print_exchange_demo",
+    "run_exchange_demo",
+]
+
+EXCHANGE_TOPIC_PREFIX = "demo-exchange."
+EXCHANGE_APP_ID = "brokerflow-demo-exchange"
+TAPE_COMMANDS = 5_000
+TAPE_SEED = 2026
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeDemo:
+    """What the exchange part saw, for the printout and the test."""
+
+    commands: int
+    trades: int
+    events: int
+    seconds: float
+    matches_replay: bool
+    trades_by_symbol: dict[str, int]
+    first_trades: list[TopicRecord]
+
+
+def exchange_settings(settings: Settings) -> Settings:
+    return settings.model_copy(
+        update={"topic_prefix": EXCHANGE_TOPIC_PREFIX, "exchange_app_id": EXCHANGE_APP_ID}
+    )
+
+
+def _expected(lines: list[str], rules_path: Path) -> tuple[list[str], list[str]]:
+    """The replay's trades and other events, as JSON lines, in processing order."""
+    out, err = io.StringIO(), io.StringIO()
+    replay(lines, out, err, load_rules(str(rules_path)))
+    trades, events = [], []
+    for line in out.getvalue().splitlines():
+        (trades if json.loads(line)["type"] == "TradeExecuted" else events).append(line)
+    return trades, events
+
+
+def _by_symbol(lines: list[str]) -> dict[str, list[dict[str, object]]]:
+    grouped: dict[str, list[dict[str, object]]] = {}
+    for line in lines:
+        record = json.loads(line)
+        grouped.setdefault(str(record["symbol"]), []).append(record)
+    return grouped
+
+
+def _read_while_alive(
+    settings: Settings,
+    worker: subprocess.Popen[bytes],
+    log_path: Path,
+    topic: str,
+    count: int,
+    timeout_s: float = 300.0,
+) -> list[TopicRecord]:
+    """Read ``topic`` until ``count`` records are committed; fail at once if the worker died."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = asyncio.run(read_topic(settings, topic, min_count=count, timeout_s=5))
+        if len(records) >= count:
+            return records
+        if worker.poll() is not None:
+            raise RuntimeError(
+                f"the Faust worker exited with status {worker.returncode}; see {log_path}"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(records)} of {count} records on {topic}; see {log_path}")
+
+
+def run_exchange_demo(user_settings: Settings) -> ExchangeDemo:
+    settings = exchange_settings(user_settings)
+    workdir = (settings.stack_dir / "demo-exchange").absolute()
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    asyncio.run(reset_topics(settings, (EXCHANGE_TOPIC_PREFIX, f"{EXCHANGE_APP_ID}-")))
+    rules_path = workdir / "rules.json"
+    rules_path.write_text(json.dumps(tapegen.rules_document()))
+    lines = tapegen.generate_tape(TAPE_COMMANDS, seed=TAPE_SEED)
+    expected_trades, expected_events = _expected(lines, rules_path)
+    asyncio.run(publish_commands(settings, lines))
+
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TOPIC_PREFIX": EXCHANGE_TOPIC_PREFIX,
+        "EXCHANGE_APP_ID": EXCHANGE_APP_ID,
+        "EXCHANGE_DATA_DIR": str(workdir / "data"),
+        "EXCHANGE_RULES_PATH": str(rules_path),
+        "EXCHANGE_SESSION_SYMBOLS": "",
+    }
+    faust = str(Path(sys.executable).with_name("faust"))
+    log_path = workdir / "worker.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [faust, "-A", "brokerflow.app", "worker", "-l", "info"],
+            env=env,
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            topics = catalog(settings)
+            trades = _read_while_alive(
+                settings, worker, log_path, topics.trade_executions.name, len(expected_trades)
+            )
+            events = _read_while_alive(
+                settings, worker, log_path, topics.order_events.name, len(expected_events)
+            )
+            seconds = time.monotonic() - started
+        finally:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    got_trades = [record.value.decode() for record in trades]
+    got_events = [record.value.decode() for record in events]
+    matches = _by_symbol(got_trades) == _by_symbol(expected_trades) and _by_symbol(
+        got_events
+    ) == _by_symbol(expected_events)
+    return ExchangeDemo(
+        commands=len(lines),
+        trades=len(trades),
+        events=len(events),
+        seconds=seconds,
+        matches_replay=matches,
+        trades_by_symbol=dict(
+            sorted(Counter(record.key.decode() for record in trades if record.key).items())
+        ),
+        first_trades=trades[:3],
+    )
+
+
+def print_exchange_demo(user_settings: Settings) -> bool:
+    """Run the exchange part and print it; True when the worker's output equals the replay."""
+    settings = exchange_settings(user_settings)
+    print(
+        f"  namespace reset: topics {EXCHANGE_TOPIC_PREFIX}*, Faust app {EXCHANGE_APP_ID}; "
+        f"{TAPE_COMMANDS} generated commands published to {catalog(settings).order_commands.name}"
+    )
+    print("  worker: faust -A brokerflow.app worker -l info   (exactly-once, RocksDB tables)")
+    result = run_exchange_demo(user_settings)
+    print(
+        f"  {result.commands} commands -> {result.trades} trades, {result.events} order events "
+        f"in {result.seconds:.1f} s including worker start-up"
+    )
+    print(
+        "  trades per symbol: "
+        + ", ".join(f"{symbol} {n}" for symbol, n in result.trades_by_symbol.items())
+    )
+    verdict = "identical" if result.matches_replay else "DIFFERENT"
+    print(f"  per symbol, record for record, {verdict} to `brokerflow match` on the same tape")
+    topic = catalog(settings).trade_executions.name
+    print(f"  some trades (kcat -b {settings.kafka_bootstrap_servers} -C -t {topic} -e):")
+    for record in result.first_trades:
+        print(f"    {(record.key or b'').decode()}  {record.value.decode()[:150]}")
+    return result.matches_replay and result.trades > 0
