@@ -230,6 +230,24 @@ class Settings(BaseSettings):
         description="How often the exchange commits its Kafka transaction (output visible to "
         "read_committed readers after at most this long)",
     )
+    exchange_batch_max: int = Field(
+        500,
+        ge=1,
+        description="Most commands the matching agent takes from the stream at once; their table "
+        "writes are coalesced (one record per key per batch)",
+    )
+    exchange_batch_within_s: float = Field(
+        0.005,
+        gt=0,
+        description="How long the matching agent waits to fill a batch before it processes what "
+        "it has (added latency when the command topic is quiet)",
+    )
+    exchange_gil_switch_interval_s: float = Field(
+        0.0005,
+        gt=0,
+        description="sys.setswitchinterval of an exchange worker: how soon its event loop gets "
+        "the GIL back from Faust's consumer thread (Python's default is 0.005)",
+    )
     exchange_session_timeout_s: float = Field(
         10.0,
         gt=0,
