@@ -3,15 +3,19 @@
 Publishes a synthetic tape (trades and book tickers for a few symbols, 10 ms apart in event time)
 to fresh topics, then in the same run measures
 
-1. a plain consumer: confluent-kafka (the client Bytewax's KafkaSource wraps) reading both topics
+1. a plain consumer: confluent-kafka (the client the flow's source wraps) reading both topics
    to their end, no decoding: the ceiling for any consumer on this machine; then the same
-   consumer parsing every record into ``Trade``/``BestBidAsk`` (the flow's first step);
+   consumer parsing every record into ``Trade``/``BestBidAsk`` with pydantic;
 2. the stats flow, ``python -m bytewax.run brokerflow.flows.stats:flow -w N`` with recovery on,
-   stopping at the end of the partitions; wall time of the whole process, start-up included.
+   stopping at the end of the partitions; wall time of the whole process, start-up included;
+   with ``--processes P``, P such processes (``-i``/``-a``) started together, timed until the
+   last one exits (the per-worker figure divides by P x N);
+3. the same flow on empty topics: its fixed start/stop cost, subtracted for the "steady" rate.
 
 Usage::
 
     .venv/bin/python bench/bench_stats_flow.py [--ticks 100000] [--symbols 10] [--workers 1 2]
+        [--processes 1]
 
 Needs the local stack (``brokerflow stack up``); topics, database and keys are unique per run and
 the database and keys are removed at the end.
@@ -24,6 +28,7 @@ import asyncio
 import os
 import platform
 import shlex
+import socket
 import subprocess
 import sys
 import tempfile
@@ -170,18 +175,50 @@ def flow_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def run_flow(settings: Settings, workers: int, scratch: Path) -> tuple[list[str], float]:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_flow(
+    settings: Settings,
+    workers: int,
+    scratch: Path,
+    processes: int = 1,
+    flow: str = "brokerflow.flows.stats:flow",
+) -> tuple[list[str], float]:
+    """Run the flow to the end of its input; (command of process 0, wall seconds of all).
+
+    ``processes`` > 1 runs that many cooperating processes (``-i n -a host:port;...``), each
+    with ``workers`` worker threads, started together; the time is until the last one exits.
+    """
     recovery = scratch / f"recovery-w{workers}-{uuid.uuid4().hex[:6]}"
     recovery.mkdir()
     init_db_dir(recovery, 1)
-    command = [sys.executable, "-m", "bytewax.run", "brokerflow.flows.stats:flow"]
+    command = [sys.executable, "-m", "bytewax.run", flow]
     command += ["-w", str(workers), "-r", str(recovery), "-s", "1", "-b", "0"]
+    commands = [command]
+    if processes > 1:
+        addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes))
+        commands = [[*command, "-i", str(n), "-a", addresses] for n in range(processes)]
     started = time.perf_counter()
-    done = subprocess.run(command, env=flow_env(settings), capture_output=True, text=True)
+    running = [
+        subprocess.Popen(
+            each,
+            env=flow_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for each in commands
+    ]
+    failures = [(p.wait(), p.stderr.read() if p.stderr else "") for p in running]
     elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(done.stderr[-3000:])
-    return command, elapsed
+    for code, stderr in failures:
+        if code != 0:
+            raise SystemExit(stderr[-3000:])
+    return commands[0], elapsed
 
 
 def cleanup(settings: Settings) -> None:
@@ -203,6 +240,17 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=100_000)
     parser.add_argument("--symbols", type=int, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="cooperating flow processes (-i/-a), each with --workers threads",
+    )
+    parser.add_argument(
+        "--flow",
+        default="brokerflow.flows.stats:flow",
+        help="the dataflow to run (import string), e.g. an older version to compare",
+    )
     args = parser.parse_args()
 
     print(f"machine: {' '.join(platform.uname())}")
@@ -227,17 +275,20 @@ def main() -> None:
             plain = count / plain_s
             _, decoding_s = plain_consumer_rate(settings, len(records), decode_ticks=True)
             decoding = count / decoding_s
-            command, flow_s = run_flow(settings, workers, Path(scratch))
+            command, flow_s = run_flow(settings, workers, Path(scratch), args.processes, args.flow)
             # The same flow on empty topics: start-up, partition discovery, EOF and shutdown.
             empty = settings.model_copy(update={"topic_prefix": f"bench-{tag}-empty."})
             asyncio.run(publish_tape(empty, []))
-            _, fixed_s = run_flow(empty, workers, Path(scratch))
+            _, fixed_s = run_flow(empty, workers, Path(scratch), args.processes, args.flow)
             rate = len(records) / flow_s
             steady = len(records) / max(flow_s - fixed_s, 1e-9)
+            total_workers = workers * args.processes
             print(f"flow: {shlex.join(command[1:])}")
             print(
-                f"  ticks={len(records)} symbols={args.symbols} workers={workers}: "
-                f"stats flow {rate:,.0f} ticks/s end to end ({rate / workers:,.0f} per worker, "
+                f"  ticks={len(records)} symbols={args.symbols} processes={args.processes} "
+                f"workers={workers}: "
+                f"stats flow {rate:,.0f} ticks/s end to end "
+                f"({rate / total_workers:,.0f} per worker, "
                 f"{flow_s:.2f} s), {steady:,.0f} ticks/s without the {fixed_s:.2f} s fixed "
                 f"start/stop cost; plain consumer {plain:,.0f} records/s ({plain_s:.2f} s); "
                 f"ratio flow/plain = {rate / plain:.3f} end to end, {steady / plain:.3f} steady"

@@ -16,10 +16,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -403,3 +406,150 @@ async def test_two_workers_give_the_same_output_as_one(isolated: Any, tmp_path: 
     assert len(mongo_bars(two)) == 2 * (152 + 3)
     assert mongo_bars(two) == mongo_bars(one)
     assert redis_contents(two) == redis_contents(one)
+
+
+# --- live: the main entry point, tailing its topics ---------------------------------------------
+def quiet_tape() -> tuple[list[Trade], list[BestBidAsk]]:
+    """Four trades and two quotes in the last two seconds of a minute, then silence.
+
+    1 s [58, 59): 100 x 1, 101 x 2 (vwap 302 / 3 = 100.66666667) and a quote with spread 0.20;
+    1 s [59, 60): 102 x 3, 103 x 4 (vwap 718 / 7 = 102.57142857) and a quote with spread 0.30;
+    1 min [00, 60): all of them, vwap 1020 / 10 = 102. Nothing ever comes later, so without the
+    idle close none of them would close: the frontier stays at 59.25 - 2 = 57.25 s.
+    """
+    trades_ = [
+        Trade(
+            venue="BINANCE",
+            symbol="BTCUSDT",
+            trade_id=str(i),
+            price=Decimal(100 + i),
+            quantity=Decimal(i + 1),
+            aggressor_side="BUY",
+            event_time=T0 + timedelta(seconds=58 + i / 2),
+            receive_time=T0 + timedelta(seconds=58 + i / 2),
+        )
+        for i in range(4)
+    ]
+    quotes_ = [
+        BestBidAsk(
+            venue="BINANCE",
+            symbol="BTCUSDT",
+            bid_price=bid,
+            bid_quantity="1",
+            ask_price=ask,
+            ask_quantity="1",
+            event_time=T0 + timedelta(seconds=seconds),
+            receive_time=T0 + timedelta(seconds=seconds),
+        )
+        for seconds, bid, ask in ((58.25, "99.90", "100.10"), (59.25, "101.85", "102.15"))
+    ]
+    return trades_, quotes_
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def live_stats_process(
+    settings: Settings, tmp_path: Path, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m brokerflow.flows.stats`` tailing the topics (its own recovery directory)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "brokerflow.flows.stats"],
+        env={
+            **flow_env(settings, stop_at_end=False),
+            "STATS_RECOVERY_DIR": str(tmp_path / "recovery"),
+            **env,
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+async def publish_quiet_tape(settings: Settings, *, late_and_bad: bool = False) -> None:
+    topics = catalog(settings)
+    trades_, quotes_ = quiet_tape()
+    async with producer(settings) as client:
+        await publish(client, topics.market_trades.name, [(t.symbol, t) for t in trades_])
+        await publish(client, topics.market_book_ticker.name, [(q.symbol, q) for q in quotes_])
+        if late_and_bad:
+            # 9.5 s behind the trade clock (59.5 s), the most advanced clock: late by 9.5 s.
+            behind = T0 + timedelta(seconds=50)
+            late = trades_[0].model_copy(update={"trade_id": "99", "event_time": behind})
+            await publish(client, topics.market_trades.name, [(late.symbol, late)])
+            await client.send_and_wait(topics.market_trades.name, b"{oops", key=b"BTCUSDT")
+
+
+async def test_live_windows_of_a_quiet_symbol_close_on_a_timer(
+    isolated: Any, tmp_path: Path
+) -> None:
+    settings = isolated("q")
+    await prepare(settings)
+    await publish_quiet_tape(settings)
+    with live_stats_process(settings, tmp_path, STATS_IDLE_STREAM_TIMEOUT_S="1", METRICS_PORT="0"):
+        wait_until(lambda: len(mongo_bars(settings)) >= 3)
+    docs = {d["_id"]: d for d in mongo_bars(settings)}
+    figures = {
+        key: (d["tradeCount"], d["volume"], d["vwap"], d["bboCount"], d["spreadMax"])
+        for key, d in docs.items()
+    }
+    assert figures == {
+        "BTCUSDT|1s|BINANCE|2026-01-02T13:00:58.000000Z": (2, "3", "100.66666667", 1, "0.20"),
+        "BTCUSDT|1s|BINANCE|2026-01-02T13:00:59.000000Z": (2, "7", "102.57142857", 1, "0.30"),
+        "BTCUSDT|1m|BINANCE|2026-01-02T13:00:00.000000Z": (4, "10", "102.00000000", 2, "0.30"),
+    }
+    cache = redis_contents(settings)
+    assert cache["market:last_price"] == {"BTCUSDT": "103"}
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The exposed samples, ``name{labels}`` -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
+async def test_the_stats_process_serves_its_metrics(isolated: Any, tmp_path: Path) -> None:
+    settings = isolated("m")
+    await prepare(settings)
+    await publish_quiet_tape(settings, late_and_bad=True)
+    port = free_port()
+    late_total = 'window_late_events_dropped_total{flow="stats"}'
+    samples: dict[str, float] = {}
+    with live_stats_process(settings, tmp_path, METRICS_PORT=str(port)):
+
+        def scraped_all() -> bool:
+            try:
+                samples.update(scrape(port))
+            except OSError:  # not listening yet
+                return False
+            return samples.get(late_total) == 1 and any(k.startswith("dead_") for k in samples)
+
+        wait_until(scraped_all)
+    assert samples[late_total] == 1
+    # One late trade, 9.5 s behind: in the (5, 10] bucket of the lateness histogram.
+    assert samples['window_lateness_seconds_count{flow="stats"}'] == 1
+    assert samples['window_lateness_seconds_sum{flow="stats"}'] == 9.5
+    assert samples['window_lateness_seconds_bucket{flow="stats",le="5.0"}'] == 0
+    assert samples['window_lateness_seconds_bucket{flow="stats",le="10.0"}'] == 1
+    assert samples['dead_letters_total{reason="SCHEMA_INVALID",source="stats"}'] == 1

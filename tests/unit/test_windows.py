@@ -8,12 +8,14 @@ from decimal import Decimal
 import pytest
 
 from brokerflow.schemas.market import BestBidAsk, Trade
+from brokerflow.schemas.orders import Side
 from brokerflow.schemas.stats import BarClosed, BarWindow
 from brokerflow.windows import (
     LateReason,
     SymbolWindows,
     WindowsConfig,
     compute_bars,
+    facts_of,
     quantize_price,
     window_bounds,
 )
@@ -271,3 +273,103 @@ def test_windows_are_aligned_to_the_epoch_for_every_length() -> None:
     assert window_bounds(moment, BarWindow.MINUTE_5)[0] == datetime(2026, 1, 2, 13, 5, tzinfo=UTC)
     assert window_bounds(moment, BarWindow.HOUR_1)[0] == datetime(2026, 1, 2, 13, 0, tzinfo=UTC)
     assert window_bounds(moment, BarWindow.DAY_1)[0] == datetime(2026, 1, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("size", [2, 3, 5, len(TAPE)])
+def test_a_batch_gives_the_bars_and_late_ticks_of_tick_by_tick(size: int) -> None:
+    # The flow feeds one poll's ticks at once; the closing runs at the end of each batch.
+    windows = SymbolWindows(WindowsConfig(allowed_lateness=timedelta(seconds=2)))
+    bars: list[BarClosed] = []
+    late = []
+    for first in range(0, len(TAPE), size):
+        closed, refused = windows.add_batch(TAPE[first : first + size], COMPUTED)
+        bars += closed
+        late += [(first + index, lt.reason, lt.lateness) for index, lt in refused]
+    bars += windows.flush(COMPUTED)
+    # Trade 7 (index 11) is 2.5 s behind the trade clock whatever the batching.
+    assert late == [(11, LateReason.BEHIND_STREAM, timedelta(seconds=2.5))]
+    starts = [(b.window.value, (b.window_start - T0).total_seconds()) for b in bars]
+    assert starts == [("1s", 0.0), ("1s", 1.0), ("1s", 2.0), ("1s", 3.0), ("1s", 5.0), ("1m", 0.0)]
+    assert figures(bar(bars, BarWindow.SECOND_1, 0))["vwap"] == "100.37500000"
+    assert figures(bar(bars, BarWindow.MINUTE_1, 0))["vwap"] == "101.46875000"
+    assert figures(bar(bars, BarWindow.MINUTE_1, 0))["tradeCount"] == 7
+
+
+def test_within_a_batch_a_tick_for_a_window_closed_earlier_in_it_is_late() -> None:
+    # The trade stream is idle (31 s of wall clock): the book stream alone moves the frontier.
+    config = WindowsConfig(
+        allowed_lateness=timedelta(seconds=2), idle_stream_timeout=timedelta(seconds=30)
+    )
+    windows = SymbolWindows(config)
+    windows.add_batch([trade(1, 0.5, "10", "1"), book(0.6, "9", "11")], COMPUTED)
+    later = COMPUTED + timedelta(seconds=31)
+    # book 5.0: frontier 3.0 closes [00,01); then a book tick at 0.8 (2.2 s behind its stream's
+    # 5.0 > 2 s) and a trade at 0.9 (its stream's clock is 0.5: not behind, but [00,01) closed).
+    bars, late = windows.add_batch(
+        [book(5.0, "9", "11"), book(0.8, "9", "11"), trade(2, 0.9, "10", "1")], later
+    )
+    assert [(b.window.value, b.window_start) for b in bars] == [("1s", at(0))]
+    assert [(index, lt.reason) for index, lt in late] == [
+        (1, LateReason.BEHIND_STREAM),
+        (2, LateReason.WINDOW_CLOSED),
+    ]
+    assert late[1][1].lateness == timedelta(seconds=4.1)  # the book clock (5.0) - 0.9
+
+
+def test_facts_hold_integer_microseconds_and_the_quote_spread() -> None:
+    trade_facts = facts_of(trade(10, 1.5, "100.50", "2", "SELL"))
+    # 2026-01-02T13:00:01.5Z = 1767358801.5 s since the epoch.
+    assert trade_facts == (
+        True,
+        1_767_358_801_500_000,
+        "BINANCE",
+        "BTCUSDT",
+        Decimal("100.50"),
+        Decimal("2"),
+        Side.SELL,
+        (1_767_358_801_500_000, 2, "10"),
+    )
+    quote = facts_of(book(0.25, "99.90", "100.10"))
+    spread = Decimal("0.20")  # 100.10 - 99.90
+    assert quote == (False, 1_767_358_800_250_000, "BINANCE", "BTCUSDT", spread, None, None, None)
+    assert facts_of(book(0.25, None, "100.10"))[4] is None  # one side empty: no spread
+
+
+def test_a_quiet_symbol_closes_its_windows_on_the_wall_clock() -> None:
+    config = WindowsConfig(
+        allowed_lateness=timedelta(seconds=2), idle_stream_timeout=timedelta(seconds=30)
+    )
+    windows = SymbolWindows(config)
+    assert windows.idle_deadline() is None  # nothing open
+    windows.add(trade(1, 0.5, "10", "1"), COMPUTED)
+    windows.add(book(0.6, "9", "11"), COMPUTED)
+    # Both streams must be silent for more than 30 s; [00,01) would then have closed already
+    # (its end + 2 s is 2.4 s of event time after the clock, 0.6).
+    assert windows.idle_deadline() == COMPUTED + timedelta(seconds=30, microseconds=1)
+    assert windows.close_idle(COMPUTED + timedelta(seconds=30)) == []  # not yet idle
+    # 31 s of silence: the clock is taken to be 0.6 + 31 = 31.6 s; 31.6 - 2 closes [00,01).
+    later = COMPUTED + timedelta(seconds=31)
+    closed = windows.close_idle(later)
+    assert [(b.window.value, b.window_start, b.computed_time) for b in closed] == [
+        ("1s", at(0), later)
+    ]
+    # The minute [00:00, 01:00) closes when the clock would reach 62 s: 61.4 s after 0.6.
+    assert windows.idle_deadline() == COMPUTED + timedelta(seconds=61.4)
+    assert windows.close_idle(COMPUTED + timedelta(seconds=61.3)) == []
+    minute = windows.close_idle(COMPUTED + timedelta(seconds=61.4))
+    assert [(b.window.value, b.trade_count, b.bbo_count) for b in minute] == [("1m", 1, 1)]
+    assert windows.idle_deadline() is None
+    # A straggler for a window closed that way is late, and changes nothing.
+    bars, late = windows.add(trade(2, 59.0, "12", "1"), COMPUTED + timedelta(seconds=62))
+    assert bars == []
+    assert late is not None
+    assert late.reason is LateReason.WINDOW_CLOSED
+
+
+def test_a_restore_restarts_the_idle_timer() -> None:
+    windows = SymbolWindows(WindowsConfig(idle_stream_timeout=timedelta(seconds=30)))
+    windows.add(trade(1, 0.5, "10", "1"), COMPUTED)
+    later = COMPUTED + timedelta(hours=1)
+    windows.resumed(later)  # the flow was down for an hour: not a silence of the feed
+    assert windows.close_idle(later + timedelta(seconds=30)) == []
+    assert windows.idle_deadline() == later + timedelta(seconds=30, microseconds=1)
