@@ -80,6 +80,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from brokerflow import metrics
 from brokerflow.connectors import Frame, ParseResult, parse_frame, read_tape, sample_tape_path
 from brokerflow.errors import ConfigError
 from brokerflow.schemas.base import format_utc
@@ -511,24 +512,6 @@ def _recovery_config(directory: Path, partitions: int = 1) -> Any:
     return RecoveryConfig(directory, timedelta(0))
 
 
-_metrics_started = threading.Lock()
-_metrics_server: Any = None
-
-
-def _serve_metrics(port: int) -> None:
-    """Serve the metrics once per process; a port already in use is logged, not fatal."""
-    global _metrics_server
-    from brokerflow.metrics import start_metrics_server
-
-    with _metrics_started:
-        if _metrics_server is not None or not port:
-            return
-        try:
-            _metrics_server, _thread = start_metrics_server(port)
-        except OSError as exc:
-            log.warning("metrics: cannot listen on port %d (%s); not serving metrics", port, exc)
-
-
 def run_ingest(
     settings: Settings,
     *,
@@ -553,7 +536,7 @@ def run_ingest(
         if failed:
             raise IngestValidationError(failed)
     if serve_metrics:
-        _serve_metrics(settings.metrics_port)
+        metrics.serve_metrics(settings.metrics_port)
     tally = IngestTally()
     dataflow = build_flow(
         settings, tally=tally, stop_at_end=stop_at_end, live_frame_limit=live_frame_limit

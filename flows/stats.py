@@ -77,7 +77,6 @@ import json
 import logging
 import pickle
 import sys
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -103,7 +102,12 @@ from brokerflow.errors import SchemaError
 from brokerflow.flows._kafka import READ_COMMITTED
 from brokerflow.flows._kafka import producer_config as shared_producer_config
 from brokerflow.flows._stats_decode import FactsDecoder
-from brokerflow.metrics import DEAD_LETTERS, WINDOW_LATE_EVENTS_DROPPED, WINDOW_LATENESS
+from brokerflow.metrics import (
+    DEAD_LETTERS,
+    WINDOW_LATE_EVENTS_DROPPED,
+    WINDOW_LATENESS,
+    serve_metrics,
+)
 from brokerflow.schemas import decode
 from brokerflow.schemas.deadletter import DeadLetter
 from brokerflow.schemas.fastpath import fast_decode
@@ -139,7 +143,6 @@ __all__ = [
     "group_batch",
     "main",
     "producer_config",
-    "serve_metrics",
     "windows_config",
 ]
 
@@ -1047,28 +1050,6 @@ def build_flow(
 
 def recovery_dir(settings: Settings) -> Path:
     return Path(settings.stats_recovery_dir or settings.stack_dir / "recovery" / FLOW_NAME)
-
-
-_metrics_lock = threading.Lock()
-_metrics_server: Any = None
-
-
-def serve_metrics(port: int) -> int | None:
-    """Serve the Prometheus metrics on ``port`` once per process; the port, or ``None``.
-
-    ``0`` serves nothing. A port already taken (the ingest flow on the same machine, say) is
-    logged, not fatal: the flow's work matters more than its metrics.
-    """
-    global _metrics_server
-    from brokerflow.metrics import start_metrics_server
-
-    with _metrics_lock:
-        if _metrics_server is None and port:
-            try:
-                _metrics_server, _thread = start_metrics_server(port)
-            except OSError as exc:
-                log.warning("metrics: cannot listen on port %d (%s); not serving", port, exc)
-        return None if _metrics_server is None else int(_metrics_server.server_port)
 
 
 def main(argv: list[str] | None = None) -> None:

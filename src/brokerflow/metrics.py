@@ -17,7 +17,8 @@ short reason code; never a symbol or an order id.
 
 from __future__ import annotations
 
-from threading import Thread
+import logging
+from threading import Lock, Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -42,8 +43,11 @@ __all__ = [
     "WINDOW_LATENESS",
     "WINDOW_LATE_EVENTS_DROPPED",
     "metric_value",
+    "serve_metrics",
     "start_metrics_server",
 ]
+
+log = logging.getLogger(__name__)
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # The process, platform and GC collectors the default registry would have had.
@@ -131,3 +135,23 @@ def start_metrics_server(port: int, address: str = "0.0.0.0") -> tuple[WSGIServe
     ``server.shutdown()`` then ``server.server_close()``.
     """
     return start_http_server(port, addr=address, registry=REGISTRY)
+
+
+_serving_lock = Lock()
+_serving: WSGIServer | None = None
+
+
+def serve_metrics(port: int) -> int | None:
+    """Serve the metrics once per process (a flow's workers all call this); the port, or ``None``.
+
+    ``0`` serves nothing. A port already taken (another flow on the same machine, say) is logged,
+    not fatal: the flow's work matters more than its metrics.
+    """
+    global _serving
+    with _serving_lock:
+        if _serving is None and port:
+            try:
+                _serving, _ = start_metrics_server(port)
+            except OSError as exc:
+                log.warning("metrics: cannot listen on port %d (%s); not serving", port, exc)
+        return None if _serving is None else int(_serving.server_port)
