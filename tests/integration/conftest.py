@@ -8,8 +8,10 @@ them for the next run.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -17,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.settings import Settings
 from brokerflow.stack import Stack
+from brokerflow.stack.kafka import KafkaService
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +53,36 @@ async def mongo_db(settings: Settings, unique: str) -> AsyncIterator[AsyncDataba
     finally:
         await client.drop_database(database.name)
         await client.close()
+
+
+def _free_port_pair() -> int:
+    """A port whose successor is free too (the broker's listener and its controller)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with socket.socket() as second:
+            try:
+                second.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free pair of ports on loopback")
+
+
+@pytest.fixture
+def throwaway_broker(stack: Stack, tmp_path: Path) -> Iterator[KafkaService]:
+    """A second broker of our own, so stopping or restarting it leaves the shared stack alone."""
+    port = _free_port_pair()
+    broker = KafkaService(
+        tmp_path / "broker",
+        stack.settings.kafka_version,
+        f"127.0.0.1:{port}",
+        cache_dir=stack.kafka.libs.parent.parent,
+    )
+    broker.start()
+    try:
+        broker.wait_ready(timeout_s=120)
+        yield broker
+    finally:
+        broker.stop()

@@ -3,50 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from brokerflow.kafka_io import KafkaUnavailableError, producer, publish
 from brokerflow.schemas.examples import EXAMPLES
 from brokerflow.settings import Settings
-from brokerflow.stack import Stack
 from brokerflow.stack.kafka import KafkaService
-
-
-def _free_port_pair() -> int:
-    """A port whose successor is free too (the broker's listener and its controller)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        with socket.socket() as second:
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports on loopback")
-
-
-@pytest.fixture
-def throwaway_broker(stack: Stack, tmp_path: Path) -> Iterator[KafkaService]:
-    """A second broker of our own, so stopping it leaves the shared stack alone."""
-    port = _free_port_pair()
-    broker = KafkaService(
-        tmp_path,
-        stack.settings.kafka_version,
-        f"127.0.0.1:{port}",
-        cache_dir=stack.kafka.libs.parent.parent,
-    )
-    broker.start()
-    try:
-        broker.wait_ready(timeout_s=90)
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def test_clients_fail_fast_once_the_broker_is_gone(throwaway_broker: KafkaService) -> None:

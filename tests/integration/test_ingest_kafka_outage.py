@@ -14,11 +14,9 @@ import gzip
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,6 @@ from brokerflow.connectors import parse_frame, read_tape, sample_tape_path
 from brokerflow.flows.ingest import EXIT_KAFKA_UNAVAILABLE, IngestTopics, run_ingest
 from brokerflow.kafka_io import consumer
 from brokerflow.settings import Settings
-from brokerflow.stack import Stack
 from brokerflow.stack.kafka import KafkaService
 from brokerflow.topics import catalog, ensure_topics
 
@@ -40,39 +37,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: Tape lines replayed: about 2 recorded minutes of both vendors.
 SLICE_LINES = 3_000
-
-
-def _free_port_pair() -> int:
-    """A port whose successor is free too (the broker's listener and its controller)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        with socket.socket() as second:
-            try:
-                second.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports on loopback")
-
-
-@pytest.fixture
-def throwaway_broker(stack: Stack, tmp_path: Path) -> Iterator[KafkaService]:
-    """A second broker, so stopping and restarting it leaves the shared stack alone."""
-    port = _free_port_pair()
-    broker = KafkaService(
-        tmp_path / "broker",
-        stack.settings.kafka_version,
-        f"127.0.0.1:{port}",
-        cache_dir=stack.kafka.libs.parent.parent,
-    )
-    broker.start()
-    try:
-        broker.wait_ready(timeout_s=120)
-        yield broker
-    finally:
-        broker.stop()
 
 
 async def _isolated(
