@@ -115,6 +115,18 @@ class RestingOrder:
         )
 
 
+class _BookOrder(RestingOrder):
+    """A :class:`RestingOrder` built with no arguments; the engine then sets every slot.
+
+    The engine creates one per resting order; ``object.__init__`` as the initialiser makes that
+    a plain C allocation (``object.__new__(RestingOrder)`` goes through a slower generic wrapper,
+    ``RestingOrder(...)`` through a Python frame). It is a ``RestingOrder`` in every other way.
+    """
+
+    __slots__ = ()
+    __init__ = object.__init__  # type: ignore[assignment]
+
+
 class BookSide:
     """Bids or asks: levels keyed by heap key (``price`` for asks, ``-price`` for bids).
 

@@ -108,8 +108,15 @@ class SymbolRules:
 
         Reference prices come from the market-data pipeline and need not sit on the grid.
         """
-        ticks = Fraction(price) / Fraction(self.tick_size)
-        return ticks.numerator if ticks.denominator == 1 else ticks
+        # Integer ratios, not Fraction arithmetic: a Fraction costs a Python-level __new__ each,
+        # and a reference price arrives with every market-data tick.
+        price_numerator, price_denominator = price.as_integer_ratio()
+        tick_numerator, tick_denominator = self.tick_size.as_integer_ratio()
+        numerator = price_numerator * tick_denominator
+        denominator = price_denominator * tick_numerator
+        if numerator % denominator == 0:
+            return numerator // denominator
+        return Fraction(numerator, denominator)
 
     def to_wire(self) -> dict[str, Any]:
         """The camelCase shape of a ``--rules`` file entry."""

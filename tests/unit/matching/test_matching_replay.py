@@ -237,6 +237,21 @@ def test_main_applies_a_rules_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert json.loads(capsys.readouterr().out)["reason"] == "TICK_SIZE"
 
 
+def test_the_cli_passes_options_given_before_the_tape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brokerflow.cli import main as cli_main
+
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"petr4": {"tickSize": "0.05", "lotSize": "100"}}', encoding="utf-8")
+    tape = tmp_path / "tape.jsonl"
+    tape.write_text(SELL + "\n", encoding="utf-8")
+    assert cli_main(["match", "--rules", str(rules), "--summary", str(tape)]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["reason"] == "TICK_SIZE"
+    assert captured.err.startswith("brokerflow match: 1 lines, 1 commands")
+
+
 def test_main_exit_codes_when_input_cannot_be_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
