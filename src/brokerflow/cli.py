@@ -110,7 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    first = next((i for i, word in enumerate(words) if not word.startswith("-")), None)
+    if first is not None and words[first] == "match":
+        # `match` has its own parser (--rules, --summary, -h): argparse's REMAINDER drops
+        # options that come before the tape, so hand everything after the word over as is.
+        from brokerflow.matching.replay import main as replay_main
+
+        return replay_main(words[first + 1 :])
+    args = build_parser().parse_args(words)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -12,14 +12,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -34,69 +29,24 @@ from brokerflow.matching import Exchange, tapegen
 from brokerflow.matching.replay import load_rules, replay
 from brokerflow.schemas import CloseSession, PlaceOrder, decode
 from brokerflow.settings import Settings
-from brokerflow.stack import Stack
 from brokerflow.topics import catalog, ensure_topics
+
+from .exchange_workers import IsolatedExchange, isolated_exchange, kafka_settings, stop
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-FAUST = str(Path(sys.executable).with_name("faust"))
 
 T0 = "2026-01-02T13:00:00Z"
 
 
-@dataclass
-class IsolatedExchange:
-    """One test's isolated exchange: settings, worker environment, rules file."""
-
-    settings: Settings
-    env: dict[str, str]
-    workdir: Path
-    rules_path: Path
-
-    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        return subprocess.Popen(
-            [FAUST, "-A", "brokerflow.app", "worker", "-l", "info"],
-            env=self.env,
-            cwd=self.workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
 def settings() -> Settings:
-    """Kafka only (the exchange needs nothing else): reuse a running broker, else bring the stack
-    up; a sick MongoDB wire server then does not hold these tests up."""
-    settings = Settings()
-    stack = Stack(settings)
-    kafka = next(service for service in stack.services if service.name == "kafka")
-    if not kafka.answers():
-        stack.up()
-    return settings
+    return kafka_settings()
 
 
 @pytest.fixture
 def exchange(settings: Settings, unique: str, tmp_path: Path) -> IsolatedExchange:
-    isolated = settings.model_copy(update={"topic_prefix": f"x{unique}-"})
-    rules_path = tmp_path / "rules.json"
-    rules_path.write_text(json.dumps(tapegen.rules_document()))
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "TOPIC_PREFIX": isolated.topic_prefix,
-        "EXCHANGE_APP_ID": f"exchange-{unique}",
-        "EXCHANGE_DATA_DIR": str(tmp_path / "data"),
-        "EXCHANGE_RULES_PATH": str(rules_path),
-        "EXCHANGE_SESSION_SYMBOLS": "",
-        "EXCHANGE_WEB_PORT_BASE": str(20000 + int(unique[:4], 16) % 20000),
-        "EXCHANGE_COMMIT_INTERVAL_S": "0.2",
-    }
-    return IsolatedExchange(isolated, env, tmp_path, rules_path)
+    return isolated_exchange(settings, unique, tmp_path, "x")
 
 
 async def _create_topics(settings: Settings) -> None:
@@ -152,12 +102,6 @@ async def wait_for_committed(
             return len(records)
         await asyncio.sleep(0.2)
     raise AssertionError(f"fewer than {at_least} committed records on {topic}")
-
-
-def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    return process.wait(timeout_s)
 
 
 def changelog_books(settings: Settings, app_id: str, rules_path: Path) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""Real exchange workers for the integration tests: each test its own topics, app and data dir.
+
+Shared by the exchange test modules (imported relatively; pytest runs in importlib mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from brokerflow.matching import tapegen
+from brokerflow.settings import Settings
+from brokerflow.stack import Stack
+from brokerflow.topics import ensure_topics
+
+FAUST = str(Path(sys.executable).with_name("faust"))
+
+
+@dataclass
+class IsolatedExchange:
+    """One test's isolated exchange: settings, worker environment, rules file."""
+
+    settings: Settings
+    env: dict[str, str]
+    workdir: Path
+    rules_path: Path
+
+    def start_worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(
+            [FAUST, "-A", "brokerflow.app", "worker", "-l", "info"],
+            env={**self.env, **env},
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(errors="replace")
+
+
+def kafka_settings() -> Settings:
+    """Kafka only (the exchange needs nothing else): reuse a running broker, else bring the stack
+    up, so a sick MongoDB wire server does not hold these tests up."""
+    settings = Settings()
+    stack = Stack(settings)
+    kafka = next(service for service in stack.services if service.name == "kafka")
+    if not kafka.answers():
+        stack.up()
+    return settings
+
+
+def isolated_exchange(
+    settings: Settings, unique: str, workdir: Path, prefix: str, **env: str
+) -> IsolatedExchange:
+    """Unique topics (created), app id, data dir and web port; the tape generator's rules; the
+    session timer off unless ``env`` sets ``EXCHANGE_SESSION_SYMBOLS``."""
+    isolated = settings.model_copy(update={"topic_prefix": f"{prefix}{unique}-"})
+    rules_path = workdir / "rules.json"
+    rules_path.write_text(json.dumps(tapegen.rules_document()))
+    worker_env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TOPIC_PREFIX": isolated.topic_prefix,
+        "EXCHANGE_APP_ID": f"exchange-{prefix}{unique}",
+        "EXCHANGE_DATA_DIR": str(workdir / "data"),
+        "EXCHANGE_RULES_PATH": str(rules_path),
+        "EXCHANGE_SESSION_SYMBOLS": "",
+        "EXCHANGE_WEB_PORT_BASE": str(20000 + int(unique[:4], 16) % 20000),
+        "EXCHANGE_COMMIT_INTERVAL_S": "0.2",
+        **env,
+    }
+    asyncio.run(ensure_topics(isolated))
+    return IsolatedExchange(isolated, worker_env, workdir, rules_path)
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
+    """SIGTERM (a clean Faust shutdown) and the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout_s)
