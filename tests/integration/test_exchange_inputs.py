@@ -35,7 +35,7 @@ from brokerflow.exchange_state import rebuild_engines
 from brokerflow.kafka_io import producer, publish
 from brokerflow.matching import Exchange
 from brokerflow.matching.replay import load_rules, replay
-from brokerflow.schemas import CloseSession, SetReferencePrice, Trade, decode
+from brokerflow.schemas import CloseSession, Quote, SetReferencePrice, Trade, decode
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog
 
@@ -313,6 +313,74 @@ def test_market_trades_become_reference_prices_that_band_orders(
         for symbol, price, _, event_time in (fields for _, fields in forwarded)
     ] + orders
     assert replayed(tape, exchange.rules_path) == ({}, events)
+
+
+def quote(symbol: str, price: str, after_s: float) -> Quote:
+    at = T0 + timedelta(seconds=after_s)
+    return Quote(
+        venue="B3",
+        symbol=symbol,
+        currency="BRL",
+        last_price=Decimal(price),
+        event_time=at,
+        receive_time=at + timedelta(milliseconds=300),
+    )
+
+
+def test_brapi_quotes_become_reference_prices_of_b3_stocks(exchange: IsolatedExchange) -> None:
+    """B3 stocks' market price comes from Brapi quotes (Binance has no B3 trades): each changed
+    ``lastPrice`` at least 1 s of quote time after the last one forwarded becomes the band's
+    reference."""
+    settings = exchange.settings
+    topics = catalog(settings)
+    quotes = [
+        quote("PETR4", "38.00", 0.0),  # forwarded
+        quote("PETR4", "38.00", 60.0),  # the poller's unchanged repeat: dropped
+        quote("PETR4", "38.40", 60.5),  # changed, a minute later: forwarded
+    ]
+
+    async def publish_quotes() -> None:
+        async with producer(settings, enable_idempotence=True, acks="all") as client:
+            await publish(client, topics.market_quotes.name, [("PETR4", q) for q in quotes])
+            await client.send_and_wait(topics.market_quotes.name, b"{not json", key=b"PETR4")
+
+    asyncio.run(publish_quotes())
+    worker = exchange.start_worker("w1")
+    try:
+        poll(
+            "2 SetReferencePrice commands",
+            lambda: len(committed(settings, topics.order_commands.name)) >= 2,
+            exchange,
+            "w1",
+            WAIT_S,
+        )
+        at = T0 + timedelta(seconds=70)
+        orders = [  # band 10 % around 38.40: 34.56 .. 42.24
+            order("q-out", "PETR4", "SELL", "GTC", 100, "42.25", at),
+            order("q-in", "PETR4", "SELL", "GTC", 100, "42.24", at),
+        ]
+        asyncio.run(publish_commands(settings, orders))
+        events = events_by_symbol(
+            asyncio.run(
+                read_topic(
+                    settings, topics.order_events.name, min_count=2, timeout_s=WAIT_S, settle_s=2
+                )
+            )
+        )
+        commands = committed(settings, topics.order_commands.name, "SetReferencePrice")
+    finally:
+        stop_all(worker)
+    assert worker.returncode == 0
+    assert exchange.log("w1").count("not a Quote at") == 1
+    forwarded = [decode(record.value) for record in commands]
+    assert [(m.symbol, m.price, m.source, m.event_time) for m in forwarded] == [
+        ("PETR4", Decimal("38.00"), "B3", T0),
+        ("PETR4", Decimal("38.40"), "B3", T0 + timedelta(seconds=60.5)),
+    ]
+    assert [(e["type"], e["orderId"], e.get("reason")) for e in events["PETR4"]] == [
+        ("OrderRejected", "q-out", "PRICE_BAND"),
+        ("OrderAccepted", "q-in", None),
+    ]
 
 
 # --- session close ---------------------------------------------------------------------------
