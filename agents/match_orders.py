@@ -76,7 +76,12 @@ from rocksdict import WriteBatch
 
 from brokerflow.app import app, settings
 from brokerflow.errors import SchemaError, UnknownMessageError
-from brokerflow.exchange_io import PartitionSnapshot, read_latest_values, read_range
+from brokerflow.exchange_io import (
+    PartitionSnapshot,
+    first_offsets,
+    read_latest_values,
+    read_range,
+)
 from brokerflow.exchange_state import (
     NEXT_OFFSET_KEY,
     SymbolRecord,
@@ -171,7 +176,7 @@ class _Books:
         self.closed_sessions: dict[str, date | None] = {}
         self.stale = True
         self.partitions: frozenset[int] = frozenset()
-        #: partition -> offset of the next command to process (None: from the first one).
+        #: partition -> offset of the next command to process.
         self.next_offsets: dict[int, int | None] = {}
         #: partition -> next offset, for partitions with commands processed since the last commit.
         self.uncommitted: dict[int, int] = {}
@@ -205,6 +210,10 @@ class _Books:
                 engines[symbol] = engine
                 closed_sessions[symbol] = closed
             next_offsets[partition] = next_offset(states)
+        # A partition that never committed a command starts at its first record (the consumer
+        # resets to earliest): without this, records Faust drops at start-up would be lost.
+        never = [partition for partition, offset in next_offsets.items() if offset is None]
+        next_offsets.update(await first_offsets(settings, _COMMANDS_TOPIC, never))
         self.engines, self.closed_sessions = engines, closed_sessions
         self.partitions = frozenset(partitions)
         self.next_offsets = next_offsets

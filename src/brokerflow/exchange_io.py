@@ -45,6 +45,7 @@ __all__ = [
     "TopicRecord",
     "command_from_tape_line",
     "commands_from_tape",
+    "first_offsets",
     "publish_commands",
     "read_latest_values",
     "read_range",
@@ -306,3 +307,15 @@ async def read_range(
                 if m.offset < stop
             )
     return records
+
+
+async def first_offsets(
+    settings: Settings, topic: str, partitions: Iterable[int]
+) -> dict[int, int]:
+    """The offset of the first record still in each partition (the log start offset)."""
+    wanted = [TopicPartition(topic, partition) for partition in partitions]
+    if not wanted:
+        return {}
+    async with consumer(settings, enable_auto_commit=False) as client:
+        starts = await client.beginning_offsets(wanted)
+    return {tp.partition: offset for tp, offset in starts.items()}
