@@ -185,19 +185,25 @@ class _Books:
         self.gaps_filled = 0
 
     async def rebuild(self) -> None:
-        """Replace the owned RocksDB partitions with their committed changelogs; rebuild books."""
-        partitions = sorted(
-            tp.partition for tp in app.consumer.assignment() if tp.topic == _COMMANDS_TOPIC
-        )
+        """Drop every book; restore the partitions the consumer holds now (see the docstring)."""
+        self.engines, self.closed_sessions = {}, {}
+        self.partitions = frozenset()
+        self.next_offsets, self.uncommitted = {}, {}
+        await self.restore(owned_command_partitions())
+        self.stale = False
+
+    async def restore(self, partitions: set[int]) -> None:
+        """Replace these partitions' RocksDB stores with their committed changelogs and add their
+        books; the books of other partitions stay as they are."""
+        ordered = sorted(partitions)
         changelogs = {table: table.changelog_topic.get_topic_name() for table in _TABLES}
         started = time.monotonic()
         snapshots = await read_latest_values(
-            settings, [(changelogs[table], p) for table in _TABLES for p in partitions]
+            settings, [(changelogs[table], p) for table in _TABLES for p in ordered]
         )
-        engines: dict[str, MatchingEngine] = {}
-        closed_sessions: dict[str, date | None] = {}
         next_offsets: dict[int, int | None] = {}
-        for partition in partitions:
+        symbols = resting = 0
+        for partition in ordered:
             for table in _TABLES:
                 replace_store_partition(
                     table, changelogs[table], partition, snapshots[(changelogs[table], partition)]
@@ -207,27 +213,27 @@ class _Books:
             for symbol, (engine, closed) in rebuild_engines(
                 states, orders, self.exchange.rules_for
             ).items():
-                engines[symbol] = engine
-                closed_sessions[symbol] = closed
+                self.engines[symbol] = engine
+                self.closed_sessions[symbol] = closed
+                symbols += 1
+                resting += sum(1 for _ in engine.resting_orders())
             next_offsets[partition] = next_offset(states)
         # A partition that never committed a command starts at its first record (the consumer
         # resets to earliest): without this, records Faust drops at start-up would be lost.
         never = [partition for partition, offset in next_offsets.items() if offset is None]
         next_offsets.update(await first_offsets(settings, _COMMANDS_TOPIC, never))
-        self.engines, self.closed_sessions = engines, closed_sessions
-        self.partitions = frozenset(partitions)
-        self.next_offsets = next_offsets
-        self.uncommitted.clear()
-        self.stale = False
-        resting = sum(1 for engine in engines.values() for _ in engine.resting_orders())
+        self.next_offsets.update(next_offsets)
+        self.partitions = self.partitions | frozenset(ordered)
+        for partition in ordered:
+            self.uncommitted.pop(partition, None)
         records = sum(len(snapshot.values) for snapshot in snapshots.values())
         log.info(
             "books restored from the changelogs in %.2f s: partitions %s, %d records, "
             "%d symbols, %d resting orders, next offsets %s",
             time.monotonic() - started,
-            partitions,
+            ordered,
             records,
-            len(engines),
+            symbols,
             resting,
             next_offsets,
         )
@@ -289,6 +295,11 @@ class _Books:
 
 
 books = _Books()
+
+
+def owned_command_partitions() -> set[int]:
+    """The command-topic partitions the consumer holds now."""
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == _COMMANDS_TOPIC}
 
 
 def replace_store_partition(
@@ -490,6 +501,12 @@ async def match_orders(stream: StreamT) -> None:
         async with step_lock:
             if books.stale:
                 await books.rebuild()
+            else:
+                # A rebuild can run between a revocation and the assignment that follows it;
+                # partitions assigned after it are restored before their first command.
+                unseen = {event.message.partition for event in batch} - books.partitions
+                if unseen and unseen & owned_command_partitions():
+                    await books.restore(unseen & owned_command_partitions())
             writes = TableWrites()
             for event in batch:
                 for record in await books.admit(InputRecord.of(event)):
