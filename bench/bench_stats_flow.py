@@ -41,6 +41,7 @@ from pathlib import Path
 from bytewax.recovery import init_db_dir
 from confluent_kafka import Consumer, TopicPartition
 
+from brokerflow.flows.stats import clear_outputs
 from brokerflow.kafka_io import producer
 from brokerflow.schemas.market import BestBidAsk, Trade
 from brokerflow.settings import Settings
@@ -221,20 +222,6 @@ def run_flow(
     return commands[0], elapsed
 
 
-def cleanup(settings: Settings) -> None:
-    import redis
-    from pymongo import MongoClient
-
-    client: MongoClient = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
-    client.drop_database(settings.mongo_database)
-    client.close()
-    r = redis.Redis.from_url(settings.redis_url)
-    keys = list(r.scan_iter(match=f"{settings.stats_redis_prefix}*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ticks", type=int, default=100_000)
@@ -298,8 +285,8 @@ def main() -> None:
                 f"({decoding_s:.2f} s); ratio flow/decoding consumer = {rate / decoding:.3f} "
                 f"end to end, {steady / decoding:.3f} steady"
             )
-            cleanup(settings)
-            cleanup(empty)
+            clear_outputs(settings)
+            clear_outputs(empty)
 
 
 if __name__ == "__main__":

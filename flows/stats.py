@@ -136,6 +136,7 @@ __all__ = [
     "TickSource",
     "bar_document_id",
     "build_flow",
+    "clear_outputs",
     "consumer_config",
     "decode_batch",
     "decode_record",
@@ -1046,6 +1047,26 @@ def build_flow(
         for index, sink in enumerate(bar_sinks):
             op.output(f"bars_out_{index}", bars, sink)
     return flow
+
+
+def clear_outputs(settings: Settings) -> None:
+    """Drop the flow's MongoDB database and its Redis keys (``STATS_REDIS_PREFIX``): for the
+    throwaway namespaces of the demo, the benchmark and the tests, never the user's own."""
+    import redis
+    from pymongo import MongoClient
+
+    client: MongoClient = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
+    try:
+        client.drop_database(settings.mongo_database)
+    finally:
+        client.close()
+    store = redis.Redis.from_url(settings.redis_url)
+    try:
+        keys = list(store.scan_iter(match=f"{settings.stats_redis_prefix}*", count=1000))
+        if keys:
+            store.delete(*keys)
+    finally:
+        store.close()
 
 
 def recovery_dir(settings: Settings) -> Path:

@@ -124,24 +124,11 @@ def demo_settings(settings: Settings) -> Settings:
 
 async def _reset_namespace(settings: Settings) -> None:
     """Delete the demo's topics, database, Redis keys and recovery folders, then recreate topics."""
-    from pymongo import AsyncMongoClient
-    from redis.asyncio import Redis
-
+    from brokerflow.flows.stats import clear_outputs
     from brokerflow.topics import reset_topics
 
     await reset_topics(settings, tuple(spec.name for spec in catalog(settings)))
-    mongo: AsyncMongoClient = AsyncMongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
-    try:
-        await mongo.drop_database(settings.mongo_database)
-    finally:
-        await mongo.close()
-    redis = Redis.from_url(settings.redis_url)
-    try:
-        keys = [key async for key in redis.scan_iter(match=f"{DEMO_REDIS_PREFIX}*")]
-        if keys:
-            await redis.delete(*keys)
-    finally:
-        await redis.aclose()
+    await asyncio.to_thread(clear_outputs, settings)
     shutil.rmtree(settings.stack_dir / "demo", ignore_errors=True)
 
 

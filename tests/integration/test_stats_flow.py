@@ -33,6 +33,7 @@ import redis
 from bytewax.recovery import init_db_dir
 from pymongo import MongoClient
 
+from brokerflow.flows.stats import clear_outputs
 from brokerflow.kafka_io import consumer, producer, publish
 from brokerflow.schemas.market import BestBidAsk, Trade
 from brokerflow.settings import Settings
@@ -252,17 +253,6 @@ def redis_contents(settings: Settings, *, with_computed_time: bool = False) -> d
     return contents
 
 
-def cleanup(settings: Settings) -> None:
-    client: Any = MongoClient(settings.mongo_url, serverSelectionTimeoutMS=5000)
-    client.drop_database(settings.mongo_database)
-    client.close()
-    r = redis.Redis.from_url(settings.redis_url)
-    keys = list(r.scan_iter(match=f"{settings.stats_redis_prefix}*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
-
-
 @pytest.fixture
 def isolated(settings: Settings, unique: str) -> Iterator[Any]:
     made: list[Settings] = []
@@ -274,7 +264,7 @@ def isolated(settings: Settings, unique: str) -> Iterator[Any]:
 
     yield make
     for s in made:
-        cleanup(s)
+        clear_outputs(s)
 
 
 async def topic_values(settings: Settings, topic: str, expected: int) -> list[bytes]:
