@@ -505,8 +505,9 @@ async def match_orders(stream: StreamT) -> None:
                 # A rebuild can run between a revocation and the assignment that follows it;
                 # partitions assigned after it are restored before their first command.
                 unseen = {event.message.partition for event in batch} - books.partitions
-                if unseen and unseen & owned_command_partitions():
-                    await books.restore(unseen & owned_command_partitions())
+                assigned = unseen & owned_command_partitions() if unseen else set()
+                if assigned:
+                    await books.restore(assigned)
             writes = TableWrites()
             for event in batch:
                 for record in await books.admit(InputRecord.of(event)):
