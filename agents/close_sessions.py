@@ -1,8 +1,8 @@
 """``close_sessions``: the session timer. Publishes ``CloseSession`` commands; touches no book.
 
 Every ``EXCHANGE_SESSION_TIMER_S`` it asks :func:`~brokerflow.exchange_schedule.close_to_publish`
-whether a session of the exchange calendar (``EXCHANGE_SESSION_CLOSE`` in
-``EXCHANGE_SESSION_TIMEZONE``, Monday to Friday) has closed and the next one not opened yet; if
+whether a session of the exchange calendar (``EXCHANGE_SESSION_OPEN`` to ``EXCHANGE_SESSION_CLOSE``
+in ``EXCHANGE_SESSION_TIMEZONE``, Monday to Friday) has closed and the next one not opened yet; if
 so it publishes one ``CloseSession`` per symbol in ``EXCHANGE_SESSION_SYMBOLS`` (B3 stocks; 24/7
 crypto symbols have none) to the command topic, keyed by symbol, with the session date and the
 close instant as event time. The expiry is then ordered with the orders in one log, and a replay
@@ -39,7 +39,7 @@ async def close_sessions() -> None:
         return
     due = close_to_publish(
         datetime.now(UTC),
-        settings.brapi_session_open,
+        settings.exchange_session_open,
         settings.exchange_session_close,
         settings.exchange_session_timezone,
     )

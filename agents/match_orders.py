@@ -15,13 +15,16 @@ symbol: never a whole book per event. After any partition assignment or revocati
 books are dropped; before the next command the agent restores the tables' partitions from their
 changelogs and rebuilds the books from them (below).
 
-Reference prices come from the command topic itself (``SetReferencePrice`` commands forwarded by
-:mod:`~brokerflow.agents.forward_reference_prices` from the market-data trades topic), not from
-the Redis market cache: a price read from Redis at processing time depends on when the command
-happened to be processed, so a replay could band differently; a price in the command log is
-ordered with the orders and replays identically. Session closes arrive the same way
-(``CloseSession`` from :mod:`~brokerflow.agents.close_sessions`); a repeated close of a session
-date already closed is ignored.
+Reference prices come from the command topic itself: ``SetReferencePrice`` commands, which this
+agent makes from the market-data topics it also consumes (``market.trades.raw``,
+``assets-market-data-v1``; :mod:`~brokerflow.agents.forward_reference_prices` has the rules and
+the reasons), not from the Redis market cache: a price read from Redis at processing time depends
+on when the command happened to be processed, so a replay could band differently; a price in the
+command log is ordered with the orders and replays identically. Market records get the same
+exactly-once treatment as commands below (next offsets, gap fills, their state restored from the
+``reference_forwarding`` changelog). Session closes arrive the same way (``CloseSession`` from
+:mod:`~brokerflow.agents.close_sessions`); a repeated close of a session date already closed is
+ignored.
 
 Exactly once: what faust-streaming does not do for us
 ------------------------------------------------------
@@ -36,7 +39,7 @@ with correctness; each was seen to break exactly-once in the kill and rebalance 
 * **Restore from the changelog on every assignment.** Faust restores tables from a high-water mark
   cached by its consumer (it can trail the real end, so a restored book misses its last changes)
   and leaves RocksDB holding writes of transactions that were later aborted. Before the first
-  command after any rebalance the agent reads both changelogs of its partitions itself, with
+  command after any rebalance the agent reads its tables' changelogs of its partitions itself, with
   ``read_committed`` to the last stable offset asked of the broker after the partition's producer
   was (re)initialised (which completes or aborts the previous owner's transaction), replaces
   those RocksDB partitions with what it read, and rebuilds the books from it: Kafka Streams'
@@ -46,9 +49,12 @@ with correctness; each was seen to break exactly-once in the kill and rebalance 
   ``kill -9``). A command above it means commands were not delivered: Faust's stream drops
   records fetched under an older consumer generation or while its flow control is paused, and
   its consumer can start past the committed offset after a rebalance. The agent reads the missing
-  commands from the topic itself (:func:`~brokerflow.exchange_io.read_range`) and processes them
-  first, in order. (Seeking Faust's consumer back does not work: its fetch loop overwrites the
-  read offset with the batch it is still delivering, and the re-fetched records are dropped.)
+  commands from the topic itself (:meth:`~brokerflow.exchange_io.LogReader.read_range`, on one
+  consumer of its own kept open) and processes them first, in order. Dropped records that no
+  later record follows are found by a timer: a partition idle for
+  ``EXCHANGE_CATCH_UP_INTERVAL_S`` is compared with its last stable offset on the broker. (Seeking
+  Faust's consumer back does not work: its fetch loop overwrites the read offset with the batch
+  it is still delivering, and the re-fetched records are dropped.)
 * **Commits cover processed commands only.** The command topic is declared ``acks=False`` so that
   Faust never computes its offsets from acks (its gap and hole logic committed offsets past
   commands that were never processed, or stalled a partition forever); the commit replaces
@@ -61,27 +67,27 @@ with correctness; each was seen to break exactly-once in the kill and rebalance 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
-from faust.types import EventT, StreamT
-from rocksdict import WriteBatch
+from faust.types import StreamT
 
+from brokerflow.agents.exactly_once import (
+    InputRecord,
+    TableWrites,
+    replace_store_partition,
+    send_in_transaction,
+    step_lock,
+)
+from brokerflow.agents.forward_reference_prices import QUOTES, TRADES, ReferencePrices
 from brokerflow.app import app, settings
 from brokerflow.errors import SchemaError, UnknownMessageError
-from brokerflow.exchange_io import (
-    PartitionSnapshot,
-    first_offsets,
-    read_latest_values,
-    read_range,
-)
+from brokerflow.exchange_io import LogReader
 from brokerflow.exchange_state import (
     NEXT_OFFSET_KEY,
     SymbolRecord,
@@ -97,24 +103,25 @@ from brokerflow.matching.events import TRADE_EXECUTED
 from brokerflow.matching.replay import load_rules
 from brokerflow.matching.wire import to_json
 from brokerflow.schemas import CloseSession, DeadLetter, Message, decode
-from brokerflow.tables.exchange import engine_state_by_symbol, orders_by_key
+from brokerflow.tables.exchange import (
+    engine_state_by_symbol,
+    orders_by_key,
+    reference_forwarding,
+)
 from brokerflow.topics import catalog
 
-__all__ = ["books", "commands_topic", "install_commit_guard", "match_orders", "step_lock"]
+__all__ = [
+    "books",
+    "exchange_inputs",
+    "install_commit_guard",
+    "match_orders",
+    "references",
+    "release_held_reference_prices",
+]
 
 log = logging.getLogger(__name__)
 
 topics = catalog(settings)
-#: ``acks=False``: Faust must not commit this topic's offsets from acks (see the docstring).
-commands_topic = app.topic(
-    topics.order_commands.name,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=topics.order_commands.partitions,
-    acks=False,
-)
 _COMMANDS_TOPIC = topics.order_commands.name
 _EVENTS_TOPIC = topics.order_events.name
 _TRADES_TOPIC = topics.trade_executions.name
@@ -122,46 +129,34 @@ _DEAD_LETTERS_TOPIC = topics.dead_letters.name
 _COMMANDS = frozenset(
     ("PlaceOrder", "CancelOrder", "AmendOrder", "CloseSession", "SetReferencePrice")
 )
-_TABLES = (orders_by_key, engine_state_by_symbol)
+_TABLES = (orders_by_key, engine_state_by_symbol, reference_forwarding)
 
-#: Held while one input record is processed, and by every commit: see the docstring.
-step_lock = asyncio.Lock()
+#: The agent's inputs: commands, and the market data whose prices become reference prices. All
+#: co-partitioned (one partition count, keyed by symbol). ``acks=False``: Faust must not commit
+#: their offsets from acks (see the docstring).
+exchange_inputs = app.topic(
+    _COMMANDS_TOPIC,
+    topics.market_trades.name,
+    topics.market_quotes.name,
+    key_type=bytes,
+    value_type=bytes,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=topics.order_commands.partitions,
+    acks=False,
+)
+_INPUT_TOPICS = (_COMMANDS_TOPIC, topics.market_trades.name, topics.market_quotes.name)
+
+references = ReferencePrices(
+    {topics.market_trades.name: TRADES, topics.market_quotes.name: QUOTES},
+    _COMMANDS_TOPIC,
+    reference_forwarding,
+    timedelta(seconds=settings.exchange_reference_min_interval_s),
+)
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """A command-topic record, delivered by Faust or read by the agent to fill a gap."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-    @classmethod
-    def of(cls, event: EventT) -> InputRecord:
-        message = event.message
-        return cls(message.topic, message.partition, message.offset, message.key, message.value)
-
-
-class TableWrites:
-    """A batch's table writes, last value per key: written once, when the batch ends.
-
-    The changelog is compacted and the restore keeps the latest value per key, so writing only a
-    batch's final values gives the same tables with fewer records; the whole batch is processed
-    and flushed under the step lock, so a commit never splits it.
-    """
-
-    def __init__(self) -> None:
-        self.pending: dict[tuple[str, int, bytes], tuple[Any, InputRecord, bytes]] = {}
-
-    def set(self, record: InputRecord, table: Any, key: bytes, value: bytes) -> None:
-        self.pending[(table.name, record.partition, key)] = (table, record, value)
-
-    async def flush(self) -> None:
-        for (_, _, key), (table, record, value) in self.pending.items():
-            await write_table(record, table, key, value)
-        self.pending.clear()
+class NotCopartitionedError(RuntimeError):
+    """The market-data topics and the command topic differ in partition count."""
 
 
 class _Books:
@@ -176,32 +171,53 @@ class _Books:
         self.closed_sessions: dict[str, date | None] = {}
         self.stale = True
         self.partitions: frozenset[int] = frozenset()
-        #: partition -> offset of the next command to process.
-        self.next_offsets: dict[int, int | None] = {}
-        #: partition -> next offset, for partitions with commands processed since the last commit.
-        self.uncommitted: dict[int, int] = {}
+        #: (topic, partition) -> offset of the next input record to process.
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> next offset, where records were processed since the last commit.
+        self.uncommitted: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> monotonic time Faust last delivered one of its records.
+        self.last_delivered: dict[tuple[str, int], float] = {}
+        #: (topic, partition) -> last stable offset a catch-up already read up to.
+        self.caught_up_to: dict[tuple[str, int], int] = {}
         self.dead_letters = 0
         self.duplicates_skipped = 0
         self.gaps_filled = 0
+        self._reader: LogReader | None = None
+        self._reader_context: Any = None
+
+    async def reader(self) -> LogReader:
+        """The agent's own ``read_committed`` consumer, opened on first use."""
+        if self._reader is None:
+            self._reader_context = LogReader.open(settings)
+            self._reader = await self._reader_context.__aenter__()
+        return self._reader
+
+    async def close_reader(self) -> None:
+        if self._reader_context is not None:
+            context, self._reader, self._reader_context = self._reader_context, None, None
+            await context.__aexit__(None, None, None)
 
     async def rebuild(self) -> None:
         """Drop every book; restore the partitions the consumer holds now (see the docstring)."""
         self.engines, self.closed_sessions = {}, {}
+        references.clear()
         self.partitions = frozenset()
         self.next_offsets, self.uncommitted = {}, {}
-        await self.restore(owned_command_partitions())
+        await self.restore(owned_partitions())
         self.stale = False
 
     async def restore(self, partitions: set[int]) -> None:
         """Replace these partitions' RocksDB stores with their committed changelogs and add their
-        books; the books of other partitions stay as they are."""
+        books and forwarding state; those of other partitions stay as they are."""
+        check_copartitioned()
         ordered = sorted(partitions)
         changelogs = {table: table.changelog_topic.get_topic_name() for table in _TABLES}
         started = time.monotonic()
-        snapshots = await read_latest_values(
-            settings, [(changelogs[table], p) for table in _TABLES for p in ordered]
+        reader = await self.reader()
+        snapshots = await reader.latest_values(
+            [(changelogs[table], p) for table in _TABLES for p in ordered]
         )
-        next_offsets: dict[int, int | None] = {}
+        next_offsets: dict[tuple[str, int], int | None] = {}
         symbols = resting = 0
         for partition in ordered:
             for table in _TABLES:
@@ -217,25 +233,38 @@ class _Books:
                 self.closed_sessions[symbol] = closed
                 symbols += 1
                 resting += sum(1 for _ in engine.resting_orders())
-            next_offsets[partition] = next_offset(states)
-        # A partition that never committed a command starts at its first record (the consumer
+            market = references.restore_partition(
+                partition,
+                snapshots[(changelogs[reference_forwarding], partition)].values.items(),
+                time.monotonic(),
+            )
+            next_offsets[(_COMMANDS_TOPIC, partition)] = next_offset(states)
+            for topic in _INPUT_TOPICS[1:]:
+                next_offsets[(topic, partition)] = market.get(topic)
+        # A partition that never committed a record starts at its first record (the consumer
         # resets to earliest): without this, records Faust drops at start-up would be lost.
-        never = [partition for partition, offset in next_offsets.items() if offset is None]
-        next_offsets.update(await first_offsets(settings, _COMMANDS_TOPIC, never))
-        self.next_offsets.update(next_offsets)
+        for topic in _INPUT_TOPICS:
+            never = [p for (t, p), offset in next_offsets.items() if t == topic and offset is None]
+            for partition, offset in (await reader.first_offsets(topic, never)).items():
+                next_offsets[(topic, partition)] = offset
+        self.next_offsets.update(
+            {tp: offset for tp, offset in next_offsets.items() if offset is not None}
+        )
         self.partitions = self.partitions | frozenset(ordered)
-        for partition in ordered:
-            self.uncommitted.pop(partition, None)
+        for tp in next_offsets:
+            self.uncommitted.pop(tp, None)
+            self.caught_up_to.pop(tp, None)
         records = sum(len(snapshot.values) for snapshot in snapshots.values())
         log.info(
             "books restored from the changelogs in %.2f s: partitions %s, %d records, "
-            "%d symbols, %d resting orders, next offsets %s",
+            "%d symbols, %d resting orders, %d reference prices held, next offsets %s",
             time.monotonic() - started,
             ordered,
             records,
             symbols,
             resting,
-            next_offsets,
+            len(references.held_since),
+            {f"{t}[{p}]": offset for (t, p), offset in sorted(next_offsets.items())},
         )
 
     def engine(self, symbol: str) -> MatchingEngine:
@@ -246,19 +275,31 @@ class _Books:
         return engine
 
     async def admit(self, record: InputRecord) -> list[InputRecord]:
-        """The records to process now, in order: none (a duplicate), this one, or the commands
+        """The records to process now, in order: none (a duplicate), this one, or the records
         Faust did not deliver followed by this one (see the docstring)."""
         partition, offset = record.partition, record.offset
         if partition not in self.partitions:
             return []  # queued before a rebalance took the partition away
-        expected = self.next_offsets.get(partition)
+        expected = self.next_offsets.get((record.topic, partition))
         if expected is None or offset == expected:
             return [record]
         if offset < expected:
             self.duplicates_skipped += 1
             log.debug("%s[%d]@%d already processed", record.topic, partition, offset)
             return []
-        missing = await read_range(settings, record.topic, partition, expected, offset)
+        reader = await self.reader()
+        missing = await reader.read_range(record.topic, partition, expected, offset)
+        if not missing:
+            # Transaction markers (a forwarded reference price commits one into the command
+            # topic) and aborted records take offsets too: no record was lost.
+            log.debug(
+                "%s[%d]: offsets %d..%d hold no records",
+                record.topic,
+                partition,
+                expected,
+                offset - 1,
+            )
+            return [record]
         self.gaps_filled += 1
         log.warning(
             "%s[%d]: offsets %d..%d were not delivered before %d; read %d records from the "
@@ -276,48 +317,86 @@ class _Books:
             for found in missing
         ] + [record]
 
-    def processed(self, partition: int, offset: int) -> None:
-        self.next_offsets[partition] = offset + 1
-        self.uncommitted[partition] = offset + 1
+    async def undelivered(self, now: float) -> list[InputRecord]:
+        """Records of idle partitions that Faust will not deliver.
+
+        A record Faust dropped at a rebalance is read back by :meth:`admit` when a later record
+        of its partition arrives; this finds the ones no later record follows (the end of a
+        tape, a quiet symbol). A partition counts as idle when nothing of it was delivered for
+        ``EXCHANGE_CATCH_UP_INTERVAL_S``; anything it reads that Faust delivers after all is a
+        duplicate, which :meth:`admit` skips.
+        """
+        idle_after = settings.exchange_catch_up_interval_s
+        idle = [
+            tp
+            for tp in self.next_offsets
+            if tp[1] in self.partitions and now - self.last_delivered.get(tp, 0.0) >= idle_after
+        ]
+        if not idle:
+            return []
+        reader = await self.reader()
+        found: list[InputRecord] = []
+        for (topic, partition), end in (await reader.stable_ends(idle)).items():
+            start = self.next_offsets[(topic, partition)]
+            if end <= max(start, self.caught_up_to.get((topic, partition), 0)):
+                continue
+            self.caught_up_to[(topic, partition)] = end
+            records = await reader.read_range(topic, partition, start, end)
+            if records:
+                log.warning(
+                    "%s[%d]: offsets %d..%d were not delivered; read %d records from the topic",
+                    topic,
+                    partition,
+                    start,
+                    end - 1,
+                    len(records),
+                )
+            found.extend(InputRecord(topic, partition, r.offset, r.key, r.value) for r in records)
+        return found
+
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        self.next_offsets[(topic, partition)] = offset + 1
+        self.uncommitted[(topic, partition)] = offset + 1
+
+    def wrote_without_input(self, topic: str, partition: int) -> None:
+        """A timer wrote into this partition's transaction: the next commit must include it
+        (with the offset already processed) or the transaction would stay open."""
+        offset = self.next_offsets.get((topic, partition))
+        if offset is not None:
+            self.uncommitted[(topic, partition)] = offset
 
     def offsets_to_commit(self, topics: Collection[Any] | None) -> dict[TopicPartition, int]:
         offsets: dict[TopicPartition, int] = {}
-        for partition, offset in self.uncommitted.items():
-            tp = TopicPartition(_COMMANDS_TOPIC, partition)  # aiokafka checks the type
-            if topics is None or tp in topics or _COMMANDS_TOPIC in topics:
+        for (topic, partition), offset in self.uncommitted.items():
+            tp = TopicPartition(topic, partition)  # aiokafka checks the type
+            if topics is None or tp in topics or topic in topics:
                 offsets[tp] = offset
         return offsets
 
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
-            if self.uncommitted.get(tp.partition) == offset:
-                del self.uncommitted[tp.partition]
+            if self.uncommitted.get((tp.topic, tp.partition)) == offset:
+                del self.uncommitted[(tp.topic, tp.partition)]
 
 
 books = _Books()
 
 
-def owned_command_partitions() -> set[int]:
-    """The command-topic partitions the consumer holds now."""
-    return {tp.partition for tp in app.consumer.assignment() if tp.topic == _COMMANDS_TOPIC}
+def owned_partitions() -> set[int]:
+    """The input partitions the consumer holds now (the same numbers for every input topic)."""
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic in _INPUT_TOPICS}
 
 
-def replace_store_partition(
-    table: Any, changelog: str, partition: int, snapshot: PartitionSnapshot
-) -> None:
-    """Make one RocksDB partition of ``table`` hold exactly its committed changelog."""
-    store = table.data
-    db = store._db_for_partition(partition)
-    batch = WriteBatch(raw_mode=True)
-    for key in db.keys():  # noqa: SIM118 - iterating an Rdict in raw mode raises
-        batch.delete(key)
-    for key, value in snapshot.values.items():
-        batch.put(key, value)
-    db.write(batch)
-    store._key_index.clear()
-    if snapshot.end_offset > 0:
-        # Faust's own recovery then has nothing left to read for this partition.
-        store.set_persisted_offset(TopicPartition(changelog, partition), snapshot.end_offset - 1)
+def check_copartitioned() -> None:
+    """Partition N of every input topic must share one transaction (see
+    :mod:`brokerflow.agents.exactly_once`); Faust groups topics by partition count."""
+    groups = {topic: app.assignor.group_for_topic(topic) for topic in _INPUT_TOPICS}
+    if len(set(groups.values())) > 1:
+        raise NotCopartitionedError(
+            f"the exchange's input topics are not co-partitioned (topic groups {groups}): "
+            "give them the same partition count (TOPIC_PARTITIONS) and recreate them with "
+            "`brokerflow topics create`"
+        )
 
 
 def install_commit_guard() -> None:
@@ -326,7 +405,7 @@ def install_commit_guard() -> None:
     if getattr(consumer, "_brokerflow_guarded", False):
         return
 
-    async def commit_processed_commands(
+    async def commit_processed_records(
         topics: Collection[Any] | None = None, start_new_transaction: bool = True
     ) -> bool:
         async with step_lock:
@@ -345,45 +424,8 @@ def install_commit_guard() -> None:
                 books.committed(ours)
             return did_commit
 
-    consumer.force_commit = commit_processed_commands  # type: ignore[method-assign]
+    consumer.force_commit = commit_processed_records  # type: ignore[method-assign]
     consumer._brokerflow_guarded = True  # type: ignore[attr-defined]
-
-
-def transactional_id_for(record: InputRecord) -> str:
-    """The transactional producer whose transaction commits this record's offset (Faust's
-    naming: ``{app id}-{topic group}-{partition}``)."""
-    return f"{app.conf.id}-{app.assignor.group_for_topic(record.topic)}-{record.partition}"
-
-
-async def send_in_transaction(
-    record: InputRecord, topic: str, key: bytes | None, value: bytes
-) -> None:
-    """Produce inside the source partition's transaction (not ``Topic.send``: see above)."""
-    await app.producer.send(
-        topic, key, value, None, None, None, transactional_id=transactional_id_for(record)
-    )
-
-
-async def write_table(record: InputRecord, table: Any, key: bytes, value: bytes) -> None:
-    """Set a table key: the local RocksDB store, and its changelog record in the transaction.
-
-    Not ``table[key] = value``: that queues the changelog record in Faust's producer buffer,
-    whose ``flush()`` returns once the record left the queue, possibly before it reached the
-    transactional producer, so a commit can slip in between and the record lands in the next
-    transaction (lost with it after a ``kill -9``, while the offset is committed).
-    """
-    store = table.data
-    store._db_for_partition(record.partition).put(key, value)
-    store._key_index[key] = record.partition
-    await app.producer.send(
-        table.changelog_topic.get_topic_name(),
-        key,
-        value,
-        record.partition,
-        None,
-        None,
-        transactional_id=transactional_id_for(record),
-    )
 
 
 @app.on_partitions_assigned.connect
@@ -490,27 +532,77 @@ def shorten_gil_switch_interval() -> None:
     sys.setswitchinterval(settings.exchange_gil_switch_interval_s)
 
 
-@app.agent(commands_topic, concurrency=1)
+async def step(delivered: list[InputRecord], now: float) -> None:
+    """Process input records in order and write the tables once (under the step lock)."""
+    writes = TableWrites()
+    for record_in in delivered:
+        for record in await books.admit(record_in):
+            if record.topic == _COMMANDS_TOPIC:
+                await process_command(record, writes)
+            else:
+                await references.forward(record, writes, now)
+            books.processed(record.topic, record.partition, record.offset)
+    await writes.flush()
+
+
+@app.timer(interval=settings.exchange_catch_up_interval_s)
+async def catch_up_undelivered() -> None:
+    """Process what Faust dropped and nothing later will bring (:meth:`_Books.undelivered`)."""
+    if books.stale:
+        return
+    async with step_lock:
+        if books.stale:
+            return
+        now = time.monotonic()
+        records = await books.undelivered(now)
+        if records:
+            await step(records, now)
+
+
+@app.timer(interval=max(settings.exchange_reference_min_interval_s / 2, 0.05))
+async def release_held_reference_prices() -> None:
+    """Forward market prices the interval held back once they have waited for it."""
+    if books.stale or not references.held_since:
+        return
+    async with step_lock:
+        if books.stale:
+            return
+        now = time.monotonic()
+        writes = TableWrites()
+        for key in list(references.due(now)):
+            partition = await references.release(key, writes, now)
+            books.wrote_without_input(key[0], partition)
+        await writes.flush()
+
+
+@app.agent(exchange_inputs, concurrency=1)
 async def match_orders(stream: StreamT) -> None:
     install_commit_guard()
     quiet_kafka_client_debug()
     shorten_gil_switch_interval()
-    async for batch in stream.take_events(
-        settings.exchange_batch_max, within=settings.exchange_batch_within_s
-    ):
-        async with step_lock:
-            if books.stale:
-                await books.rebuild()
-            else:
-                # A rebuild can run between a revocation and the assignment that follows it;
-                # partitions assigned after it are restored before their first command.
-                unseen = {event.message.partition for event in batch} - books.partitions
-                assigned = unseen & owned_command_partitions() if unseen else set()
-                if assigned:
-                    await books.restore(assigned)
-            writes = TableWrites()
-            for event in batch:
-                for record in await books.admit(InputRecord.of(event)):
-                    await process_command(record, writes)
-                    books.processed(record.partition, record.offset)
-            await writes.flush()
+    try:
+        async for batch in stream.take_events(
+            settings.exchange_batch_max, within=settings.exchange_batch_within_s
+        ):
+            await _take(batch)
+    finally:
+        await books.close_reader()
+
+
+async def _take(batch: list[Any]) -> None:
+    """One batch of delivered events: restore first where needed, then :func:`step`."""
+    async with step_lock:
+        if books.stale:
+            await books.rebuild()
+        else:
+            # A rebuild can run between a revocation and the assignment that follows it;
+            # partitions assigned after it are restored before their first record.
+            unseen = {event.message.partition for event in batch} - books.partitions
+            assigned = unseen & owned_partitions() if unseen else set()
+            if assigned:
+                await books.restore(assigned)
+        now = time.monotonic()
+        delivered = [InputRecord.of(event) for event in batch]
+        for record in delivered:
+            books.last_delivered[(record.topic, record.partition)] = now
+        await step(delivered, now)

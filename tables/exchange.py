@@ -8,6 +8,11 @@ partition), and both hold raw bytes encoded by :mod:`brokerflow.exchange_state`:
   (seen, no longer resting: the duplicate-check memory).
 * :data:`engine_state_by_symbol`: ``b"SYMBOL"`` -> engine counters, reference price and the last
   session date closed.
+* :data:`reference_forwarding`: ``b"TOPIC|SYMBOL"`` -> the market price last forwarded as a
+  ``SetReferencePrice`` and the one held back by the interval
+  (:class:`~brokerflow.exchange_schedule.ReferenceState`), and ``b"#next-offset|TOPIC"`` -> the
+  next market record to read in that partition. The market-data topics are co-partitioned with
+  the command topic, so this table's partition is the same symbols' command partition.
 
 RocksDB options: Faust's default block cache is 2 GiB per table partition; a worker owning 6
 partitions of 2 tables would reserve 24 GiB. It is set from ``EXCHANGE_ROCKSDB_BLOCK_CACHE_BYTES``.
@@ -19,7 +24,7 @@ from typing import Any
 
 from brokerflow.app import app, settings
 
-__all__ = ["engine_state_by_symbol", "orders_by_key", "rocksdb_options"]
+__all__ = ["engine_state_by_symbol", "orders_by_key", "reference_forwarding", "rocksdb_options"]
 
 
 def rocksdb_options() -> dict[str, Any]:
@@ -49,4 +54,13 @@ engine_state_by_symbol = app.Table(
     partitions=settings.topic_partitions,
     options=rocksdb_options(),
     help="SYMBOL -> engine counters, reference price, last session closed",
+)
+
+reference_forwarding = app.Table(
+    "reference_forwarding",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.topic_partitions,
+    options=rocksdb_options(),
+    help="TOPIC|SYMBOL -> reference price forwarded and held; #next-offset|TOPIC -> offset",
 )

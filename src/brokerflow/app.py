@@ -6,9 +6,10 @@ they can start from one shell with no flags. Settings come from the environment 
 every brokerflow process.
 
 Reading guide: :mod:`brokerflow.tables.exchange` (the RocksDB tables),
-:mod:`brokerflow.agents.match_orders` (the matching agent, with the exactly-once design),
-:mod:`brokerflow.agents.forward_reference_prices` and :mod:`brokerflow.agents.close_sessions`
-(the two sources of exchange-made commands).
+:mod:`brokerflow.agents.match_orders` (the matching agent, with the exactly-once design, and
+:mod:`brokerflow.agents.exactly_once`, its transaction plumbing),
+:mod:`brokerflow.agents.forward_reference_prices` (market prices it turns into reference-price
+commands) and :mod:`brokerflow.agents.close_sessions` (the session-close timer).
 
 Faust settings that carry a design decision:
 
@@ -110,6 +111,5 @@ app = create_app(settings)
 
 # Importing these registers the tables, agents and timer on ``app`` (they import it from here).
 import brokerflow.agents.close_sessions  # noqa: E402
-import brokerflow.agents.forward_reference_prices  # noqa: E402
 import brokerflow.agents.match_orders  # noqa: E402
 import brokerflow.tables.exchange  # noqa: E402, F401

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from brokerflow.errors import SchemaError
@@ -41,14 +42,12 @@ from brokerflow.topics import catalog
 
 __all__ = [
     "EPOCH",
+    "LogReader",
     "PartitionSnapshot",
     "TopicRecord",
     "command_from_tape_line",
     "commands_from_tape",
-    "first_offsets",
     "publish_commands",
-    "read_latest_values",
-    "read_range",
     "read_topic",
 ]
 
@@ -228,27 +227,63 @@ class PartitionSnapshot:
     end_offset: int
 
 
-async def read_latest_values(
-    settings: Settings, partitions: Iterable[tuple[str, int]], *, timeout_s: float = 300.0
-) -> dict[tuple[str, int], PartitionSnapshot]:
-    """The latest committed value of every key in each ``(topic, partition)``, deletes applied.
-
-    What a table partition holds after its changelog is replayed from the start to the last
-    stable offset, asked of the broker when this call starts (not a high-water mark cached by a
-    consumer): records of an open or aborted transaction are never returned.
+class LogReader:
+    """One ``read_committed`` consumer, kept open, for the exchange agent's own reads of its
+    input topics and changelogs (restores, gap fills, catch-ups): a consumer per read cost a
+    connection and a metadata round trip each time. Not for concurrent use: the agent calls it
+    under its step lock.
     """
-    wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
-    latest: dict[tuple[str, int], dict[bytes, bytes]] = {
-        (tp.topic, tp.partition): {} for tp in wanted
-    }
-    if not wanted:
-        return {}
-    deadline = time.monotonic() + timeout_s
-    async with consumer(settings, enable_auto_commit=False) as client:
+
+    def __init__(self, client: AIOKafkaConsumer) -> None:
+        self._client = client
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[LogReader]:
+        # A short fetch wait: offset requests queue behind an in-flight fetch, which otherwise
+        # long-polls an idle partition for 500 ms.
+        async with consumer(settings, enable_auto_commit=False, fetch_max_wait_ms=10) as client:
+            yield cls(client)
+
+    async def latest_values(
+        self, partitions: Iterable[tuple[str, int]], *, timeout_s: float = 300.0
+    ) -> dict[tuple[str, int], PartitionSnapshot]:
+        """The latest committed value of every key in each ``(topic, partition)``, deletes
+        applied.
+
+        What a table partition holds after its changelog is replayed from the start to the last
+        stable offset, asked of the broker when this call starts (not a high-water mark cached
+        by a consumer): records of an open or aborted transaction are never returned.
+        """
+        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+        latest: dict[tuple[str, int], dict[bytes, bytes]] = {
+            (tp.topic, tp.partition): {} for tp in wanted
+        }
+        if not wanted:
+            return {}
+        client = self._client
+        deadline = time.monotonic() + timeout_s
         client.assign(wanted)
-        await client.seek_to_beginning(*wanted)
-        ends = await client.end_offsets(wanted)
-        pending = set(wanted)
+        try:
+            await client.seek_to_beginning(*wanted)
+            ends = await client.end_offsets(wanted)
+            await self._read_to(ends, latest, deadline, timeout_s)
+        finally:
+            client.pause(*wanted)  # an idle fetcher between reads
+        return {
+            (tp.topic, tp.partition): PartitionSnapshot(latest[(tp.topic, tp.partition)], ends[tp])
+            for tp in wanted
+        }
+
+    async def _read_to(
+        self,
+        ends: dict[TopicPartition, int],
+        latest: dict[tuple[str, int], dict[bytes, bytes]],
+        deadline: float,
+        timeout_s: float,
+    ) -> None:
+        client = self._client
+        pending = set(ends)
         while pending:
             for tp in list(pending):
                 if await client.position(tp) >= ends[tp]:
@@ -269,53 +304,52 @@ async def read_latest_values(
                         values.pop(message.key, None)
                     else:
                         values[message.key] = message.value
-    return {
-        (tp.topic, tp.partition): PartitionSnapshot(latest[(tp.topic, tp.partition)], ends[tp])
-        for tp in wanted
-    }
 
+    async def read_range(
+        self, topic: str, partition: int, start: int, stop: int, *, timeout_s: float = 60.0
+    ) -> list[TopicRecord]:
+        """The committed records of one partition with ``start <= offset < stop``, in order.
 
-async def read_range(
-    settings: Settings,
-    topic: str,
-    partition: int,
-    start: int,
-    stop: int,
-    *,
-    timeout_s: float = 60.0,
-) -> list[TopicRecord]:
-    """The committed records of one partition with ``start <= offset < stop``, in order.
-
-    Offsets missing from the result are not records (transaction markers, aborted records).
-    """
-    tp = TopicPartition(topic, partition)
-    records: list[TopicRecord] = []
-    deadline = time.monotonic() + timeout_s
-    async with consumer(settings, enable_auto_commit=False) as client:
+        Offsets missing from the result are not records (transaction markers, aborted records).
+        ``stop`` must not be past the last stable offset, or this waits for it.
+        """
+        client = self._client
+        tp = TopicPartition(topic, partition)
+        records: list[TopicRecord] = []
+        deadline = time.monotonic() + timeout_s
         client.assign([tp])
-        client.seek(tp, start)
-        while await client.position(tp) < stop:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"could not read {topic}[{partition}] offsets {start}..{stop - 1} within "
-                    f"{timeout_s:.0f} s; is the broker up (brokerflow stack status)?"
+        try:
+            client.seek(tp, start)
+            while await client.position(tp) < stop:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"could not read {topic}[{partition}] offsets {start}..{stop - 1} within "
+                        f"{timeout_s:.0f} s; is the broker up (brokerflow stack status)?"
+                    )
+                batch = await client.getmany(tp, timeout_ms=500)
+                records.extend(
+                    TopicRecord(partition, m.offset, m.key, m.value)
+                    for m in batch.get(tp, ())
+                    if m.offset < stop
                 )
-            batch = await client.getmany(tp, timeout_ms=500)
-            records.extend(
-                TopicRecord(partition, m.offset, m.key, m.value)
-                for m in batch.get(tp, ())
-                if m.offset < stop
-            )
-    return records
+        finally:
+            client.pause(tp)
+        return records
 
+    async def first_offsets(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The offset of the first record still in each partition (the log start offset)."""
+        wanted = [TopicPartition(topic, partition) for partition in partitions]
+        if not wanted:
+            return {}
+        starts = await self._client.beginning_offsets(wanted)
+        return {tp.partition: offset for tp, offset in starts.items()}
 
-async def first_offsets(
-    settings: Settings, topic: str, partitions: Iterable[int]
-) -> dict[int, int]:
-    """The offset of the first record still in each partition (the log start offset)."""
-    wanted = [TopicPartition(topic, partition) for partition in partitions]
-    if not wanted:
-        return {}
-    async with consumer(settings, enable_auto_commit=False) as client:
-        starts = await client.beginning_offsets(wanted)
-    return {tp.partition: offset for tp, offset in starts.items()}
+    async def stable_ends(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """The last stable offset of each ``(topic, partition)``: where committed reads end."""
+        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+        if not wanted:
+            return {}
+        ends = await self._client.end_offsets(wanted)
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}

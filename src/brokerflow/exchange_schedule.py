@@ -12,12 +12,20 @@ reproduces it exactly. Nothing here reads a clock: callers pass ``now``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-__all__ = ["ReferenceThrottle", "close_to_publish", "is_session_day", "session_close_at"]
+__all__ = [
+    "ReferenceState",
+    "close_to_publish",
+    "is_session_day",
+    "offer_price",
+    "release_held",
+    "session_close_at",
+]
 
 
 def is_session_day(day: date) -> bool:
@@ -60,21 +68,75 @@ def close_to_publish(
     return None
 
 
-@dataclass(slots=True)
-class ReferenceThrottle:
-    """Forward a symbol's last trade price only when it changed, at most once per interval.
+@dataclass(frozen=True, slots=True)
+class ReferenceState:
+    """A symbol's last forwarded reference price, and a newer price the interval held back.
 
-    Measured in trade event time, not wall time, so the same trade tape forwards the same prices.
+    One per (market topic, symbol), stored in the exchange's ``reference_forwarding`` table in
+    the transaction that forwards or holds a price, so a restarted worker neither forwards an
+    unchanged price again nor forgets a held one.
     """
 
-    min_interval: timedelta
-    _last: dict[str, tuple[Decimal, datetime]] = field(default_factory=dict)
+    source: str
+    price: Decimal
+    event_time: datetime
+    held_price: Decimal | None = None
+    held_event_time: datetime | None = None
 
-    def should_forward(self, symbol: str, price: Decimal, event_time: datetime) -> bool:
-        last = self._last.get(symbol)
-        if last is not None:
-            last_price, last_time = last
-            if price == last_price or event_time - last_time < self.min_interval:
-                return False
-        self._last[symbol] = (price, event_time)
-        return True
+    def to_bytes(self) -> bytes:
+        record = {
+            "source": self.source,
+            "price": str(self.price),
+            "eventTime": self.event_time.isoformat(),
+            "heldPrice": None if self.held_price is None else str(self.held_price),
+            "heldEventTime": None
+            if self.held_event_time is None
+            else self.held_event_time.isoformat(),
+        }
+        return json.dumps(record, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> ReferenceState:
+        record = json.loads(value)
+        held_price, held_time = record.get("heldPrice"), record.get("heldEventTime")
+        return cls(
+            source=record["source"],
+            price=Decimal(record["price"]),
+            event_time=datetime.fromisoformat(record["eventTime"]),
+            held_price=None if held_price is None else Decimal(held_price),
+            held_event_time=None if held_time is None else datetime.fromisoformat(held_time),
+        )
+
+
+def offer_price(
+    state: ReferenceState | None,
+    source: str,
+    price: Decimal,
+    event_time: datetime,
+    min_interval: timedelta,
+) -> tuple[ReferenceState, bool]:
+    """The state after a market price, and whether to forward that price now.
+
+    A price is forwarded when it differs from the last one forwarded and at least
+    ``min_interval`` of market event time (not wall time: the same market tape forwards the same
+    prices) passed since then. A changed price that comes too soon is held, replacing any older
+    held one; :func:`release_held` forwards it later, so the last price of a burst still becomes
+    the reference. A price equal to the last forwarded one drops the held price: the market is
+    back at the reference.
+    """
+    if state is None:
+        return ReferenceState(source, price, event_time), True
+    if price == state.price:
+        if state.held_price is None:
+            return state, False
+        return ReferenceState(state.source, state.price, state.event_time), False
+    if event_time - state.event_time >= min_interval:
+        return ReferenceState(source, price, event_time), True
+    return ReferenceState(state.source, state.price, state.event_time, price, event_time), False
+
+
+def release_held(state: ReferenceState) -> ReferenceState | None:
+    """The state once the held price is forwarded; ``None`` when no price is held."""
+    if state.held_price is None or state.held_event_time is None:
+        return None
+    return ReferenceState(state.source, state.held_price, state.held_event_time)

@@ -264,6 +264,11 @@ class Settings(BaseSettings):
         description="Symbols whose DAY orders expire at the session close below (B3 stocks); "
         "other symbols (24/7 crypto) have no close, comma-separated",
     )
+    exchange_session_open: time = Field(
+        time(10, 0),
+        description="Exchange session open, local time (Monday-Friday): a close is published "
+        "from the close until the next open, never after it",
+    )
     exchange_session_close: time = Field(
         time(17, 0), description="Exchange session close, local time (Monday-Friday)"
     )
@@ -273,11 +278,18 @@ class Settings(BaseSettings):
     exchange_session_timer_s: float = Field(
         30.0, gt=0, description="How often the session timer checks for a close to publish"
     )
+    exchange_catch_up_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="An exchange input partition with nothing delivered for this long is "
+        "checked against the broker for records the worker's consumer dropped at a rebalance",
+    )
     exchange_reference_min_interval_s: float = Field(
         1.0,
         ge=0,
-        description="Forward a symbol's last trade price as a reference price at most this "
-        "often (by trade event time), and only when it changed",
+        description="Forward a symbol's market price as a reference price at most this often "
+        "(by market event time), and only when it changed; a change that comes sooner is held "
+        "and forwarded once it has waited this long",
     )
 
     # --- ingest flow (flows/ingest.py) ------------------------------------------------------

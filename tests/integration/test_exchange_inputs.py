@@ -1,14 +1,13 @@
 """The exchange's two command sources on the real broker: reference prices and session closes.
 
-``forward_reference_prices`` turns market-data trades into ``SetReferencePrice`` commands and
-``close_sessions`` publishes ``CloseSession`` at the session close; the matching agent applies both
-from the command log. Every test runs real workers (``faust -A brokerflow.app worker``) as
-subprocesses on topics with a unique prefix, app id and data dir, and reads the outputs back with
-a ``read_committed`` consumer. Expected events come from ``brokerflow match``'s replay of the
-equivalent tape (the same matching code) and are also spelled out by hand.
-
-Helpers are duplicated from ``test_exchange_agents.py`` on purpose: under
-``--import-mode=importlib`` test modules cannot import each other.
+The exchange agent turns market-data trades and quotes into ``SetReferencePrice`` commands
+(:mod:`brokerflow.agents.forward_reference_prices`) and ``close_sessions`` publishes
+``CloseSession`` at the session close; the matching agent applies both from the command log.
+Every test runs real workers (``faust -A brokerflow.app worker``) as subprocesses on topics with a
+unique prefix, app id and data dir, and reads the outputs back with a ``read_committed`` consumer.
+Expected events come from ``brokerflow match``'s replay of the equivalent tape (the same matching
+code) and are also spelled out by hand. Worker helpers are shared with the other exchange tests
+(``exchange_workers.py``).
 """
 
 from __future__ import annotations
@@ -184,13 +183,13 @@ def test_market_trades_become_reference_prices_that_band_orders(
     topics = catalog(settings)
     petr4 = [  # PETR4: band 10 %, tick 0.01
         trade("PETR4", "p1", "40.00", 0.0),  # first price: forwarded
-        trade("PETR4", "p2", "40.50", 0.4),  # 0.4 s after the last forwarded: throttled
-        trade("PETR4", "p3", "40.00", 1.5),  # unchanged from the last forwarded 40.00: dropped
+        trade("PETR4", "p2", "40.50", 0.4),  # 0.4 s after the last forwarded: held
+        trade("PETR4", "p3", "40.00", 1.5),  # back at the forwarded 40.00: the hold is dropped
         trade("PETR4", "p4", "41.00", 2.0),  # changed, 2 s later: forwarded
         trade("PETR4", "p5", "41.00", 2.5),  # unchanged (and too soon): dropped
         trade("PETR4", "p6", "41.00", 4.0),  # unchanged: dropped
         trade("PETR4", "p7", "42.00", 5.0),  # forwarded
-        trade("PETR4", "p8", "45.00", 5.5),  # too soon: dropped, and nothing forwards it later
+        trade("PETR4", "p8", "45.00", 5.5),  # too soon: held, then forwarded by the timer
     ]
     vale3 = [  # VALE3: band 10 %; its own throttle, independent of PETR4's
         trade("VALE3", "v1", "61.20", 0.1),
@@ -210,21 +209,20 @@ def test_market_trades_become_reference_prices_that_band_orders(
     worker = exchange.start_worker("w1")
     try:
         poll(
-            "5 SetReferencePrice commands",
-            lambda: len(committed(settings, topics.order_commands.name)) >= 5,
+            "6 SetReferencePrice commands",
+            lambda: len(committed(settings, topics.order_commands.name)) >= 6,
             exchange,
             "w1",
             WAIT_S,
         )
-        # The band now stands at PETR4 42.00 (37.80..46.20) and VALE3 62.00 (55.80..68.20).
+        # The band now stands at PETR4 45.00 (40.50..49.50; around 42.00, the last price
+        # forwarded at once, 40.49 and 49.50 would be the other way round) and VALE3 62.00
+        # (55.80..68.20).
         orders = [
-            order("p-low-out", "PETR4", "BUY", "GTC", 100, "37.79", T0 + timedelta(seconds=10)),
-            order("p-low-in", "PETR4", "BUY", "GTC", 100, "37.80", T0 + timedelta(seconds=10)),
-            order("p-high-out", "PETR4", "SELL", "GTC", 100, "46.21", T0 + timedelta(seconds=10)),
-            order("p-high-in", "PETR4", "SELL", "GTC", 100, "46.20", T0 + timedelta(seconds=10)),
-            # Inside 10 % of the market's last trade (45.00) but not of the forwarded 42.00: the
-            # throttle has no trailing send, so p8's price never becomes the reference.
-            order("p-stale", "PETR4", "SELL", "GTC", 100, "49.00", T0 + timedelta(seconds=10)),
+            order("p-low-out", "PETR4", "BUY", "GTC", 100, "40.49", T0 + timedelta(seconds=10)),
+            order("p-low-in", "PETR4", "BUY", "GTC", 100, "40.50", T0 + timedelta(seconds=10)),
+            order("p-high-out", "PETR4", "SELL", "GTC", 100, "49.51", T0 + timedelta(seconds=10)),
+            order("p-high-in", "PETR4", "SELL", "GTC", 100, "49.50", T0 + timedelta(seconds=10)),
             order("v-out", "VALE3", "BUY", "DAY", 100, "55.79", T0 + timedelta(seconds=10)),
             order("v-in", "VALE3", "BUY", "DAY", 100, "55.80", T0 + timedelta(seconds=10)),
         ]
@@ -258,16 +256,17 @@ def test_market_trades_become_reference_prices_that_band_orders(
     by_symbol: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for key, fields in forwarded:
         by_symbol[key].append(fields)
-    at = [T0 + timedelta(seconds=s) for s in (0, 2, 5, 0.1, 1.2)]
+    at = [T0 + timedelta(seconds=s) for s in (0, 2, 5, 5.5, 0.1, 1.2)]
     assert dict(by_symbol) == {
         "PETR4": [
             ("PETR4", Decimal("40.00"), "B3", at[0]),
             ("PETR4", Decimal("41.00"), "B3", at[1]),
             ("PETR4", Decimal("42.00"), "B3", at[2]),
+            ("PETR4", Decimal("45.00"), "B3", at[3]),  # p8, held, with its own event time
         ],
         "VALE3": [
-            ("VALE3", Decimal("61.20"), "B3", at[3]),
-            ("VALE3", Decimal("62.00"), "B3", at[4]),
+            ("VALE3", Decimal("61.20"), "B3", at[4]),
+            ("VALE3", Decimal("62.00"), "B3", at[5]),
         ],
     }
     # Nothing else reached the command log but our orders: no dead letter, no stray command.
@@ -283,7 +282,6 @@ def test_market_trades_become_reference_prices_that_band_orders(
             ("OrderAccepted", "p-low-in", "OPEN", None),
             ("OrderRejected", "p-high-out", "REJECTED", "PRICE_BAND"),
             ("OrderAccepted", "p-high-in", "OPEN", None),
-            ("OrderRejected", "p-stale", "REJECTED", "PRICE_BAND"),
         ],
         "VALE3": [
             ("OrderRejected", "v-out", "REJECTED", "PRICE_BAND"),
@@ -291,12 +289,8 @@ def test_market_trades_become_reference_prices_that_band_orders(
         ],
     }
     assert events["PETR4"][0]["detail"] == (
-        "PlaceOrder: price 37.79 is more than 10% away from the reference price 42.00 "
-        "(allowed 37.80 to 46.20)"
-    )
-    assert events["PETR4"][4]["detail"] == (
-        "PlaceOrder: price 49.00 is more than 10% away from the reference price 42.00 "
-        "(allowed 37.80 to 46.20)"
+        "PlaceOrder: price 40.49 is more than 10% away from the reference price 45.00 "
+        "(allowed 40.50 to 49.50)"
     )
     assert events["VALE3"][0]["detail"] == (
         "PlaceOrder: price 55.79 is more than 10% away from the reference price 62.00 "
@@ -313,6 +307,106 @@ def test_market_trades_become_reference_prices_that_band_orders(
         for symbol, price, _, event_time in (fields for _, fields in forwarded)
     ] + orders
     assert replayed(tape, exchange.rules_path) == ({}, events)
+
+
+def forwarding_states(exchange: IsolatedExchange) -> dict[tuple[int, bytes], dict[str, Any]]:
+    """The committed ``reference_forwarding`` table, latest value per (partition, key)."""
+    app_id = exchange.env["EXCHANGE_APP_ID"]
+    records = asyncio.run(
+        read_topic(exchange.settings, f"{app_id}-reference_forwarding-changelog", timeout_s=10)
+    )
+    return {
+        (r.partition, r.key): json.loads(r.value) for r in records if r.key is not None and r.value
+    }
+
+
+def test_a_restarted_worker_keeps_what_was_forwarded_and_what_was_held(
+    settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    """The forwarding state lives in a table committed with the forwarded commands: after a
+    restart an unchanged price is not forwarded again, and a price held back by the interval
+    when the first worker stopped is forwarded by the second."""
+    exchange = isolated_exchange(
+        settings, unique, tmp_path, "xr", EXCHANGE_REFERENCE_MIN_INTERVAL_S="8"
+    )
+    topics = catalog(exchange.settings)
+    trades_topic = topics.market_trades.name
+
+    def publish_trades(trades: Sequence[Trade]) -> None:
+        async def run() -> None:
+            async with producer(exchange.settings, enable_idempotence=True, acks="all") as client:
+                await publish(client, trades_topic, [(t.symbol, t) for t in trades])
+
+        asyncio.run(run())
+
+    def forwarding(symbol: str) -> dict[str, Any]:
+        """The symbol's committed forwarding state (one partition holds it)."""
+        key = f"{trades_topic}|{symbol}".encode()
+        found = [value for (_, k), value in forwarding_states(exchange).items() if k == key]
+        return found[0] if found else {}
+
+    def forwarded() -> list[tuple[str, Decimal, datetime]]:
+        """Sorted: symbols in different partitions have no common order."""
+        return sorted(
+            (m.symbol, m.price, m.event_time)
+            for m in (
+                decode(r.value) for r in committed(exchange.settings, topics.order_commands.name)
+            )
+            if isinstance(m, SetReferencePrice)
+        )
+
+    publish_trades(
+        [
+            trade("PETR4", "p1", "40.00", 0.0),  # forwarded
+            trade("VALE3", "v1", "61.20", 0.0),  # forwarded
+            trade("PETR4", "p2", "40.50", 0.4),  # held: 8 s must pass first
+        ]
+    )
+    first = exchange.start_worker("w1")
+    try:
+        poll(
+            "PETR4's held 40.50 committed",
+            lambda: forwarding("PETR4").get("heldPrice") == "40.50",
+            exchange,
+            "w1",
+            WAIT_S,
+        )
+    finally:
+        stop_all(first)
+    assert first.returncode == 0
+    assert forwarded() == [("PETR4", Decimal("40.00"), T0), ("VALE3", Decimal("61.20"), T0)]
+
+    # Unchanged from what was forwarded, a minute of market time later: an in-memory throttle
+    # would start empty after the restart and forward it again.
+    publish_trades([trade("VALE3", "v2", "61.20", 60.0)])
+    second = exchange.start_worker("w2")
+    try:
+        poll(
+            "the held price forwarded by w2",
+            lambda: len(forwarded()) >= 3,
+            exchange,
+            "w2",
+            WAIT_S,
+        )
+        time.sleep(2.0)  # anything else w2 would forward lands meanwhile
+        after_restart = forwarded()
+    finally:
+        stop_all(second)
+    assert second.returncode == 0
+    assert after_restart == [
+        ("PETR4", Decimal("40.00"), T0),
+        ("PETR4", Decimal("40.50"), T0 + timedelta(seconds=0.4)),
+        ("VALE3", Decimal("61.20"), T0),
+    ]
+    assert "1 reference prices held" in exchange.log("w2"), "w2 restored the hold, w1 did not send"
+    assert forwarding("PETR4")["heldPrice"] is None
+    # Every trade was read: the next offsets committed per partition cover all four records.
+    next_offsets = [
+        value["nextOffset"]
+        for (_, key), value in forwarding_states(exchange).items()
+        if key.startswith(b"#")
+    ]
+    assert sum(next_offsets) == 4
 
 
 def quote(symbol: str, price: str, after_s: float) -> Quote:
@@ -433,7 +527,7 @@ def test_session_timer_expires_day_orders_once_per_session_date(
         "EXCHANGE_SESSION_SYMBOLS": "PETR4",
         "EXCHANGE_SESSION_TIMEZONE": zone,
         "EXCHANGE_SESSION_CLOSE": SESSION_CLOSE.isoformat(),
-        "BRAPI_SESSION_OPEN": SESSION_OPEN.isoformat(),
+        "EXCHANGE_SESSION_OPEN": SESSION_OPEN.isoformat(),
         "EXCHANGE_SESSION_TIMER_S": "1",
     }
     before = closes_at - timedelta(minutes=30)
