@@ -170,6 +170,8 @@ class _Books:
         self.engines: dict[str, MatchingEngine] = {}
         self.closed_sessions: dict[str, date | None] = {}
         self.stale = True
+        #: An assignment came after the last revocation (Faust had set up its producers).
+        self.assigned = False
         self.partitions: frozenset[int] = frozenset()
         #: (topic, partition) -> offset of the next input record to process.
         self.next_offsets: dict[tuple[str, int], int] = {}
@@ -431,12 +433,14 @@ def install_commit_guard() -> None:
 @app.on_partitions_assigned.connect
 async def _on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
     books.stale = True
+    books.assigned = True
     install_commit_guard()
 
 
 @app.on_partitions_revoked.connect
 async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     books.stale = True
+    books.assigned = False
 
 
 async def process_command(record: InputRecord, writes: TableWrites) -> None:
@@ -547,12 +551,17 @@ async def step(delivered: list[InputRecord], now: float) -> None:
 
 @app.timer(interval=settings.exchange_catch_up_interval_s)
 async def catch_up_undelivered() -> None:
-    """Process what Faust dropped and nothing later will bring (:meth:`_Books.undelivered`)."""
-    if books.stale:
-        return
+    """Process what Faust dropped and nothing later will bring (:meth:`_Books.undelivered`).
+
+    Rebuilds first when no batch has yet since an assignment: Faust may deliver nothing at all
+    (its consumer group's offsets can be past what the exchange state says comes next)."""
+    if books.stale and (not books.assigned or app.rebalancing):
+        return  # a rebalance is under way; the next assignment or batch rebuilds
     async with step_lock:
         if books.stale:
-            return
+            if not books.assigned or app.rebalancing:
+                return
+            await books.rebuild()
         now = time.monotonic()
         records = await books.undelivered(now)
         if records:

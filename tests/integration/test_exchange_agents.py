@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 
 from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
 from brokerflow.exchange_state import rebuild_engines
-from brokerflow.kafka_io import producer
+from brokerflow.kafka_io import consumer, producer
 from brokerflow.matching import Exchange, tapegen
 from brokerflow.matching.replay import load_rules, replay
 from brokerflow.schemas import CloseSession, PlaceOrder, decode
@@ -235,6 +236,45 @@ def test_generated_tape_matches_the_replay_exactly(exchange: IsolatedExchange) -
     assert trades == expected_trades
     assert events == expected_events
     assert (exchange.workdir / "data" / "slot-0.clean").exists()
+
+
+async def commit_group_offsets_at_the_end(settings: Settings, group_id: str) -> int:
+    """What an operator's ``--reset-offsets --to-latest`` does: the group's committed offsets
+    move to the end of every command partition. Returns how many records that skips."""
+    spec = catalog(settings).order_commands
+    async with consumer(settings, group_id=group_id) as client:
+        partitions = [TopicPartition(spec.name, p) for p in range(spec.partitions)]
+        client.assign(partitions)
+        ends = await client.end_offsets(partitions)
+        await client.commit(ends)
+    return sum(ends.values())
+
+
+def test_commands_the_consumer_never_delivers_are_read_back_by_the_catch_up_timer(
+    exchange: IsolatedExchange,
+) -> None:
+    """The exchange state, not the consumer group, says which command comes next. With the
+    group's offsets moved past every command, Faust delivers nothing, and no later command
+    arrives to reveal the gap: the idle-partition timer must find and process all of them."""
+    settings = exchange.settings
+    lines = tapegen.generate_tape(1000, seed=5)
+    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    asyncio.run(publish_commands(settings, lines))
+    skipped = asyncio.run(
+        commit_group_offsets_at_the_end(settings, exchange.env["EXCHANGE_APP_ID"])
+    )
+    assert skipped == 1000
+    worker = exchange.start_worker("w1", EXCHANGE_CATCH_UP_INTERVAL_S="1.0")
+    try:
+        trades, events = asyncio.run(
+            read_outputs(settings, count(expected_trades), count(expected_events))
+        )
+    finally:
+        assert stop(worker) == 0
+    assert count(expected_trades) > 100
+    assert trades == expected_trades
+    assert events == expected_events
+    assert "were not delivered; read" in exchange.log("w1")
 
 
 @pytest.mark.slow
