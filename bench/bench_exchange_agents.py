@@ -112,6 +112,11 @@ async def raw_kafka(settings: Settings, count: int, size: int) -> tuple[float, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--commands", type=int, default=50_000)
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the worker under cProfile and write its stats to FILE (slows it down)",
+    )
     args = parser.parse_args(argv)
     base = Settings()
     unique = uuid.uuid4().hex[:8]
@@ -154,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     log = open(workdir / "worker.log", "wb")  # noqa: SIM115
     worker_started = time.monotonic()
+    profiler = (
+        [] if args.profile is None else [sys.executable, "-m", "cProfile", "-o", args.profile]
+    )
     worker = subprocess.Popen(
-        [FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
+        [*profiler, FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
         env=env,
         cwd=workdir,
         stdout=log,
