@@ -5,9 +5,14 @@ command topic, runs ``faust -A brokerflow.app worker`` on it with exactly-once p
 the trades and order events back with ``read_committed``, and checks them record for record
 against ``brokerflow match``'s replay of the same tape (the same matching code, no Kafka).
 
+It also publishes the first Binance trades of the bundled sample tape, of symbols the order tape
+does not trade (so its trades cannot depend on them), to the namespace's market trades topic: the
+worker turns them into ``SetReferencePrice`` commands, which are compared with what the pure
+forwarding rules (:func:`~brokerflow.exchange_schedule.offer_price`) give for the same trades.
+
 Everything lives in its own namespace (topic prefix ``demo-exchange.``, Faust app id
-``brokerflow-demo-exchange``, data dir ``STACK_DIR/demo-exchange``), wiped first: its command log
-holds only the tape (no market-data reference prices), so every run prints the same trades.
+``brokerflow-demo-exchange``, data dir ``STACK_DIR/demo-exchange``), wiped first, so every run
+prints the same trades.
 """
 
 from __future__ import annotations
@@ -21,13 +26,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
+from brokerflow.connectors import parse_frame
+from brokerflow.connectors.tape import read_tape, sample_tape_path
 from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
+from brokerflow.exchange_schedule import ReferenceState, offer_price, release_held
+from brokerflow.kafka_io import producer, publish
 from brokerflow.matching import tapegen
 from brokerflow.matching.replay import load_rules, replay
+from brokerflow.schemas import SetReferencePrice, Trade, decode
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, reset_topics
 
@@ -44,6 +56,7 @@ EXCHANGE_TOPIC_PREFIX = "demo-exchange."
 EXCHANGE_APP_ID = "brokerflow-demo-exchange"
 TAPE_COMMANDS = 5_000
 TAPE_SEED = 2026
+MARKET_TRADES = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +70,10 @@ class ExchangeDemo:
     matches_replay: bool
     trades_by_symbol: dict[str, int]
     first_trades: list[TopicRecord]
+    market_trades: int
+    #: symbol -> reference prices the worker forwarded, in order.
+    reference_prices: dict[str, list[Decimal]]
+    reference_prices_as_predicted: bool
 
 
 def exchange_settings(settings: Settings) -> Settings:
@@ -81,6 +98,49 @@ def _by_symbol(lines: list[str]) -> dict[str, list[dict[str, object]]]:
         record = json.loads(line)
         grouped.setdefault(str(record["symbol"]), []).append(record)
     return grouped
+
+
+def sample_market_trades(count: int) -> list[Trade]:
+    """The first ``count`` Binance trades of the bundled sample tape, normalized, of symbols the
+    order tape does not trade (so their reference prices cannot change its trades)."""
+    traded = {symbol for symbol, *_ in tapegen.SYMBOLS}
+    trades: list[Trade] = []
+    for frame in read_tape(sample_tape_path()):
+        if frame.vendor == "binance":
+            trades.extend(
+                r
+                for r in parse_frame(*frame).records
+                if isinstance(r, Trade) and r.symbol not in traded
+            )
+            if len(trades) >= count:
+                break
+    return trades[:count]
+
+
+def predicted_reference_prices(
+    trades: list[Trade], interval: timedelta
+) -> dict[str, list[Decimal]]:
+    """What the forwarding rules make of these trades, the held last prices included."""
+    states: dict[str, ReferenceState] = {}
+    forwarded: dict[str, list[Decimal]] = defaultdict(list)
+    for trade in trades:
+        state, send = offer_price(
+            states.get(trade.symbol), str(trade.venue), trade.price, trade.event_time, interval
+        )
+        states[trade.symbol] = state
+        if send:
+            forwarded[trade.symbol].append(trade.price)
+    for symbol, state in states.items():
+        released = release_held(state)
+        if released is not None:
+            forwarded[symbol].append(released.price)
+    return dict(sorted(forwarded.items()))
+
+
+async def _publish_market_trades(settings: Settings, trades: list[Trade]) -> None:
+    async with producer(settings, enable_idempotence=True, acks="all") as client:
+        topic = catalog(settings).market_trades.name
+        await publish(client, topic, [(trade.symbol, trade) for trade in trades])
 
 
 def _read_while_alive(
@@ -116,6 +176,10 @@ def run_exchange_demo(user_settings: Settings) -> ExchangeDemo:
     lines = tapegen.generate_tape(TAPE_COMMANDS, seed=TAPE_SEED)
     expected_trades, expected_events = _expected(lines, rules_path)
     asyncio.run(publish_commands(settings, lines))
+    market_trades = sample_market_trades(MARKET_TRADES)
+    interval = timedelta(seconds=settings.exchange_reference_min_interval_s)
+    predicted = predicted_reference_prices(market_trades, interval)
+    asyncio.run(_publish_market_trades(settings, market_trades))
 
     env = {
         **os.environ,
@@ -125,6 +189,7 @@ def run_exchange_demo(user_settings: Settings) -> ExchangeDemo:
         "EXCHANGE_DATA_DIR": str(workdir / "data"),
         "EXCHANGE_RULES_PATH": str(rules_path),
         "EXCHANGE_SESSION_SYMBOLS": "",
+        "EXCHANGE_REFERENCE_MIN_INTERVAL_S": str(settings.exchange_reference_min_interval_s),
     }
     faust = str(Path(sys.executable).with_name("faust"))
     log_path = workdir / "worker.log"
@@ -146,6 +211,13 @@ def run_exchange_demo(user_settings: Settings) -> ExchangeDemo:
                 settings, worker, log_path, topics.order_events.name, len(expected_events)
             )
             seconds = time.monotonic() - started
+            commands = _read_while_alive(
+                settings,
+                worker,
+                log_path,
+                topics.order_commands.name,
+                len(lines) + sum(len(prices) for prices in predicted.values()),
+            )
         finally:
             if worker.poll() is None:
                 worker.send_signal(signal.SIGTERM)
@@ -158,6 +230,13 @@ def run_exchange_demo(user_settings: Settings) -> ExchangeDemo:
     matches = _by_symbol(got_trades) == _by_symbol(expected_trades) and _by_symbol(
         got_events
     ) == _by_symbol(expected_events)
+    references: dict[str, list[Decimal]] = defaultdict(list)
+    for record in commands:
+        command = decode(record.value)
+        if isinstance(command, SetReferencePrice) and command.source is not None:
+            # forwarded from market data (the tape's own reference lines carry no source)
+            references[command.symbol].append(command.price)
+    references = dict(sorted(references.items()))
     return ExchangeDemo(
         commands=len(lines),
         trades=len(trades),
@@ -168,6 +247,9 @@ def run_exchange_demo(user_settings: Settings) -> ExchangeDemo:
             sorted(Counter(record.key.decode() for record in trades if record.key).items())
         ),
         first_trades=trades[:3],
+        market_trades=len(market_trades),
+        reference_prices=references,
+        reference_prices_as_predicted=references == predicted,
     )
 
 
@@ -194,4 +276,16 @@ def print_exchange_demo(user_settings: Settings) -> bool:
     print(f"  some trades (kcat -b {settings.kafka_bootstrap_servers} -C -t {topic} -e):")
     for record in result.first_trades:
         print(f"    {(record.key or b'').decode()}  {record.value.decode()[:150]}")
-    return result.matches_replay and result.trades > 0
+    forwarded = sum(len(prices) for prices in result.reference_prices.values())
+    print(
+        f"  market data: {result.market_trades} Binance trades of the sample tape (symbols the "
+        f"order tape does not trade) -> "
+        f"{forwarded} SetReferencePrice commands (changed prices, at most one per "
+        f"{settings.exchange_reference_min_interval_s:g} s of trade time, the last one held "
+        "and sent after the wait):"
+    )
+    for symbol, prices in result.reference_prices.items():
+        print(f"    {symbol}: {len(prices)}, last {prices[-1]}")
+    verdict = "as" if result.reference_prices_as_predicted else "NOT as"
+    print(f"  {verdict} the pure forwarding rules predict for the same trades")
+    return result.matches_replay and result.trades > 0 and result.reference_prices_as_predicted

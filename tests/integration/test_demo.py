@@ -22,3 +22,6 @@ def test_demo_reads_every_message_back_and_leaves_bars_for_each_tape_symbol(
     assert sorted(bar["symbol"] for bar in latest) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     # The exchange part: the Faust worker's trades equal the replay of the same tape.
     assert "record for record, identical to `brokerflow match` on the same tape" in out
+    # Market trades of the sample tape became reference prices exactly as the rules predict.
+    assert "as the pure forwarding rules predict for the same trades" in out
+    assert "NOT as the pure forwarding rules predict" not in out
