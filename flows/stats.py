@@ -323,42 +323,81 @@ def _model_path(
     return facts_of(item.tick) if isinstance(item, TickIn) else item
 
 
+class TickGrouper:
+    """Records decoded into window facts grouped by symbol (arrival order kept), and dead letters.
+
+    Canonical records take :class:`FactsDecoder`; the rest :func:`decode_record`, for which
+    ``received_at`` is called once (the dead letter's ``eventTime``) and ``message`` builds the
+    source message only then. One grouping for :func:`group_batch` and the Kafka source's poll.
+    """
+
+    __slots__ = ("_decode", "_expected", "_groups", "_out", "_received", "_received_at")
+
+    def __init__(
+        self,
+        received_at: Callable[[], datetime],
+        expected: Mapping[str, type[Trade] | type[BestBidAsk]] | None,
+        decoder: FactsDecoder,
+    ) -> None:
+        self._decode = decoder.decode
+        self._received_at, self._expected = received_at, expected
+        self._received: datetime | None = None
+        self._out: list[BatchItem] = []
+        self._groups: dict[str, TickBatch] = {}
+
+    def add(
+        self,
+        key: bytes | None,
+        raw: bytes | None,
+        message: Callable[[], KafkaSourceMessage[bytes | None, bytes | None]],
+    ) -> None:
+        decoded = self._decode(raw) if raw is not None else None
+        if decoded is None:
+            if self._received is None:
+                self._received = self._received_at()
+            facts = _model_path(message(), self._received, self._expected)
+            if isinstance(facts, DeadLetter):
+                self._out.append(facts)
+                return
+            symbol = facts[3]
+        else:
+            symbol, facts = decoded
+        group = self._groups.get(symbol)
+        if group is None:
+            group = self._groups[symbol] = TickBatch()
+        group.ticks.append(facts)
+        group.keys.append(key)
+        group.raws.append(raw)  # type: ignore[arg-type]
+
+    def items(self, head: Iterable[BatchItem] = ()) -> list[BatchItem]:
+        """``head`` (e.g. consumer errors), the dead letters, then one group per symbol."""
+        return [*head, *self._out, *self._groups.items()]
+
+
 def group_batch(
     batch: Iterable[KafkaSourceMessage[bytes | None, bytes | None]],
     received_at: Callable[[], datetime],
     expected: Mapping[str, type[Trade] | type[BestBidAsk]] | None = None,
     decoder: FactsDecoder | None = None,
 ) -> list[BatchItem]:
-    """Decode a batch into window facts grouped by symbol (arrival order kept), and dead letters.
-
-    Canonical records take :class:`FactsDecoder`; the rest :func:`decode_record`.
-    ``received_at`` is called only if a record is refused (the dead letter's ``eventTime``).
-    """
-    decode = (decoder or FactsDecoder()).decode
-    out: list[BatchItem] = []
-    groups: dict[str, TickBatch] = {}
-    received: datetime | None = None
+    """Decode a batch into window facts grouped by symbol (arrival order kept), and dead letters
+    (see :class:`TickGrouper`)."""
+    grouper = TickGrouper(received_at, expected, decoder or FactsDecoder())
     for msg in batch:
-        raw = msg.value
-        decoded = decode(raw) if raw is not None else None
-        if decoded is None:
-            if received is None:
-                received = received_at()
-            facts = _model_path(msg, received, expected)
-            if isinstance(facts, DeadLetter):
-                out.append(facts)
-                continue
-            symbol = facts[3]
-        else:
-            symbol, facts = decoded
-        group = groups.get(symbol)
-        if group is None:
-            group = groups[symbol] = TickBatch()
-        group.ticks.append(facts)
-        group.keys.append(msg.key)
-        group.raws.append(raw)  # type: ignore[arg-type]
-    out.extend(groups.items())
-    return out
+        grouper.add(msg.key, msg.value, lambda msg=msg: msg)
+    return grouper.items()
+
+
+def _source_message(msg: Any) -> KafkaSourceMessage[bytes | None, bytes | None]:
+    """A confluent-kafka record as Bytewax's message type (only for a record the fast decoder
+    refused: the model path and its dead letter need it)."""
+    return KafkaSourceMessage(
+        key=msg.key(),
+        value=msg.value(),
+        topic=msg.topic(),
+        partition=msg.partition(),
+        offset=msg.offset(),
+    )
 
 
 # --- the Kafka source ---------------------------------------------------------------------------
@@ -409,11 +448,9 @@ class _TickPartition(StatefulSourcePartition[BatchItem, dict[str, int]]):
         messages = self._consumer.consume(self._batch_size, 0.001)
         # Nothing there: let Bytewax sleep a little instead of spinning on the poll.
         self._awake = None if messages else _now() + _IDLE_POLL
-        out: list[BatchItem] = []
-        groups: dict[str, TickBatch] = {}
-        offsets, at_end, expected = self._offsets, self._at_end, self._expected
-        decode = self._decoder.decode
-        received: datetime | None = None
+        errors: list[BatchItem] = []
+        grouper = TickGrouper(self._clock, self._expected, self._decoder)
+        offsets, at_end = self._offsets, self._at_end
         last: dict[str, Any] = {}  # per topic, its last record here: the next offset after it
         for msg in messages:
             topic = msg.topic()
@@ -426,38 +463,13 @@ class _TickPartition(StatefulSourcePartition[BatchItem, dict[str, int]]):
                         at_end.add(topic)
                         self._consumer.pause([TopicPartition(topic, msg.partition())])
                     continue
-                out.append(_consumer_error_letter(msg, error))
+                errors.append(_consumer_error_letter(msg, error))
                 continue
             last[topic] = msg
-            raw = msg.value()
-            decoded = decode(raw) if raw is not None else None
-            if decoded is None:
-                if received is None:
-                    received = self._clock()
-                record = KafkaSourceMessage(
-                    key=msg.key(),
-                    value=raw,
-                    topic=topic,
-                    partition=msg.partition(),
-                    offset=msg.offset(),
-                )
-                facts = _model_path(record, received, expected)
-                if isinstance(facts, DeadLetter):
-                    out.append(facts)
-                    continue
-                symbol = facts[3]
-            else:
-                symbol, facts = decoded
-            group = groups.get(symbol)
-            if group is None:
-                group = groups[symbol] = TickBatch()
-            group.ticks.append(facts)
-            group.keys.append(msg.key())
-            group.raws.append(raw)  # type: ignore[arg-type]
+            grouper.add(msg.key(), msg.value(), lambda msg=msg: _source_message(msg))
         for topic, msg in last.items():
             offsets[topic] = msg.offset() + 1
-        out.extend(groups.items())
-        return out
+        return grouper.items(errors)
 
     def next_awake(self) -> datetime | None:
         return self._awake
