@@ -38,29 +38,25 @@ def rocksdb_options() -> dict[str, Any]:
     }
 
 
-orders_by_key = app.Table(
-    "orders_by_key",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.topic_partitions,
-    options=rocksdb_options(),
-    help="SYMBOL|orderId -> resting order record, or the closed marker",
-)
+def _bytes_table(name: str, help: str) -> Any:
+    """A RocksDB table of raw bytes, co-partitioned with the command topic."""
+    return app.Table(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.topic_partitions,
+        options=rocksdb_options(),
+        help=help,
+    )
 
-engine_state_by_symbol = app.Table(
-    "engine_state_by_symbol",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.topic_partitions,
-    options=rocksdb_options(),
-    help="SYMBOL -> engine counters, reference price, last session closed",
-)
 
-reference_forwarding = app.Table(
+orders_by_key = _bytes_table(
+    "orders_by_key", "SYMBOL|orderId -> resting order record, or the closed marker"
+)
+engine_state_by_symbol = _bytes_table(
+    "engine_state_by_symbol", "SYMBOL -> engine counters, reference price, last session closed"
+)
+reference_forwarding = _bytes_table(
     "reference_forwarding",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.topic_partitions,
-    options=rocksdb_options(),
-    help="TOPIC|SYMBOL -> reference price forwarded and held; #next-offset|TOPIC -> offset",
+    "TOPIC|SYMBOL -> reference price forwarded and held; #next-offset|TOPIC -> offset",
 )

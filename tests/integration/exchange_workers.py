@@ -6,15 +6,22 @@ Shared by the exchange test modules (imported relatively; pytest runs in importl
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from brokerflow.matching import tapegen
+from brokerflow.exchange_io import TopicRecord, read_topic
+from brokerflow.exchange_state import rebuild_engines
+from brokerflow.matching import Exchange, MatchingEngine, tapegen
+from brokerflow.matching.replay import load_rules, replay
 from brokerflow.settings import Settings
 from brokerflow.stack import Stack
 from brokerflow.topics import ensure_topics
@@ -85,3 +92,50 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 60) -> int:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     return process.wait(timeout_s)
+
+
+def by_symbol(records: Sequence[TopicRecord]) -> dict[str, list[dict[str, Any]]]:
+    """Records' JSON grouped by their key (the symbol), in topic order."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        assert record.key is not None
+        grouped[record.key.decode()].append(record.json())
+    return dict(grouped)
+
+
+def replayed_by_symbol(
+    lines: Sequence[str | dict[str, Any]], rules_path: Path
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """(trades, other events) per symbol, as ``brokerflow match`` prints them for the tape
+    (which must have no bad line)."""
+    out, err = io.StringIO(), io.StringIO()
+    text = [line if isinstance(line, str) else json.dumps(line) for line in lines]
+    replay(text, out, err, load_rules(str(rules_path)))
+    assert err.getvalue() == ""
+    trades: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for line in out.getvalue().splitlines():
+        event = json.loads(line)
+        (trades if event["type"] == "TradeExecuted" else events)[event["symbol"]].append(event)
+    return dict(trades), dict(events)
+
+
+def changelog_engines(exchange: IsolatedExchange) -> dict[str, MatchingEngine]:
+    """The engines a worker would rebuild from the tables' committed changelogs."""
+    app_id = exchange.env["EXCHANGE_APP_ID"]
+
+    async def latest(table: str) -> list[tuple[bytes, bytes]]:
+        records = await read_topic(exchange.settings, f"{app_id}-{table}-changelog", timeout_s=10)
+        values: dict[bytes, bytes | None] = {}
+        for record in records:
+            assert record.key is not None
+            values[record.key] = record.value
+        return [(key, value) for key, value in values.items() if value is not None]
+
+    async def both() -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+        return await latest("engine_state_by_symbol"), await latest("orders_by_key")
+
+    states, orders = asyncio.run(both())
+    rules = load_rules(str(exchange.rules_path))
+    engines = rebuild_engines(states, orders, Exchange(rules).rules_for)
+    return {symbol: engine for symbol, (engine, _) in engines.items()}

@@ -10,10 +10,7 @@ duplicated record fails.
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -23,16 +20,23 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
-from brokerflow.exchange_state import rebuild_engines
+from brokerflow.exchange_io import publish_commands, read_topic
 from brokerflow.kafka_io import consumer, producer
 from brokerflow.matching import Exchange, tapegen
-from brokerflow.matching.replay import load_rules, replay
+from brokerflow.matching.replay import load_rules
 from brokerflow.schemas import CloseSession, PlaceOrder, decode
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, ensure_topics
 
-from .exchange_workers import IsolatedExchange, isolated_exchange, kafka_settings, stop
+from .exchange_workers import (
+    IsolatedExchange,
+    by_symbol,
+    changelog_engines,
+    isolated_exchange,
+    kafka_settings,
+    replayed_by_symbol,
+    stop,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -54,26 +58,6 @@ async def _create_topics(settings: Settings) -> None:
     await ensure_topics(settings)
 
 
-def expected_by_symbol(lines: Sequence[str], rules_path: Path) -> tuple[dict, dict]:
-    """(trades, other events) per symbol, as ``brokerflow match`` prints them."""
-    out, err = io.StringIO(), io.StringIO()
-    replay(lines, out, err, load_rules(str(rules_path)))
-    trades: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for line in out.getvalue().splitlines():
-        event = json.loads(line)
-        (trades if event["type"] == "TradeExecuted" else events)[event["symbol"]].append(event)
-    return dict(trades), dict(events)
-
-
-def by_symbol(records: Sequence[TopicRecord]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        assert record.key is not None
-        grouped[record.key.decode()].append(record.json())
-    return dict(grouped)
-
-
 def count(grouped: dict[str, list[Any]]) -> int:
     return sum(len(items) for items in grouped.values())
 
@@ -93,6 +77,20 @@ async def read_outputs(
     return by_symbol(got_trades), by_symbol(got_events)
 
 
+def one_worker_outputs(
+    exchange: IsolatedExchange, expected_trades: dict, expected_events: dict, **env: str
+) -> tuple[dict, dict]:
+    """Start worker w1, read its committed trades and events until the expected counts (and a
+    settle), then stop it cleanly."""
+    worker = exchange.start_worker("w1", **env)
+    try:
+        return asyncio.run(
+            read_outputs(exchange.settings, count(expected_trades), count(expected_events))
+        )
+    finally:
+        assert stop(worker) == 0
+
+
 async def wait_for_committed(
     settings: Settings, topic: str, at_least: int, timeout_s: float
 ) -> int:
@@ -105,24 +103,9 @@ async def wait_for_committed(
     raise AssertionError(f"fewer than {at_least} committed records on {topic}")
 
 
-def changelog_books(settings: Settings, app_id: str, rules_path: Path) -> dict[str, Any]:
+def changelog_books(exchange: IsolatedExchange) -> dict[str, Any]:
     """The books a worker would rebuild: the tables' changelogs, latest value per key."""
-
-    async def latest(table: str) -> list[tuple[bytes, bytes]]:
-        records = await read_topic(settings, f"{app_id}-{table}-changelog", timeout_s=10)
-        values: dict[bytes, bytes | None] = {}
-        for record in records:
-            assert record.key is not None
-            values[record.key] = record.value
-        return [(key, value) for key, value in values.items() if value is not None]
-
-    async def both() -> tuple[list, list]:
-        return await latest("engine_state_by_symbol"), await latest("orders_by_key")
-
-    states, orders = asyncio.run(both())
-    rules = load_rules(str(rules_path))
-    engines = rebuild_engines(states, orders, Exchange(rules).rules_for)
-    return {symbol: snapshot(engine) for symbol, (engine, _) in engines.items()}
+    return {symbol: snapshot(engine) for symbol, engine in changelog_engines(exchange).items()}
 
 
 def snapshot(engine: Any) -> dict[str, Any]:
@@ -223,15 +206,9 @@ def test_generated_tape_matches_the_replay_exactly(exchange: IsolatedExchange) -
     settings = exchange.settings
     asyncio.run(_create_topics(settings))
     lines = tapegen.generate_tape(3000, seed=11)
-    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    expected_trades, expected_events = replayed_by_symbol(lines, exchange.rules_path)
     asyncio.run(publish_commands(settings, lines))
-    worker = exchange.start_worker("w1")
-    try:
-        trades, events = asyncio.run(
-            read_outputs(settings, count(expected_trades), count(expected_events))
-        )
-    finally:
-        assert stop(worker) == 0
+    trades, events = one_worker_outputs(exchange, expected_trades, expected_events)
     assert count(expected_trades) > 500
     assert trades == expected_trades
     assert events == expected_events
@@ -258,19 +235,15 @@ def test_commands_the_consumer_never_delivers_are_read_back_by_the_catch_up_time
     arrives to reveal the gap: the idle-partition timer must find and process all of them."""
     settings = exchange.settings
     lines = tapegen.generate_tape(1000, seed=5)
-    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    expected_trades, expected_events = replayed_by_symbol(lines, exchange.rules_path)
     asyncio.run(publish_commands(settings, lines))
     skipped = asyncio.run(
         commit_group_offsets_at_the_end(settings, exchange.env["EXCHANGE_APP_ID"])
     )
     assert skipped == 1000
-    worker = exchange.start_worker("w1", EXCHANGE_CATCH_UP_INTERVAL_S="1.0")
-    try:
-        trades, events = asyncio.run(
-            read_outputs(settings, count(expected_trades), count(expected_events))
-        )
-    finally:
-        assert stop(worker) == 0
+    trades, events = one_worker_outputs(
+        exchange, expected_trades, expected_events, EXCHANGE_CATCH_UP_INTERVAL_S="1.0"
+    )
     assert count(expected_trades) > 100
     assert trades == expected_trades
     assert events == expected_events
@@ -284,7 +257,7 @@ def test_kill_9_mid_tape_then_restart_loses_and_duplicates_nothing(
     settings = exchange.settings
     asyncio.run(_create_topics(settings))
     lines = tapegen.generate_tape(8000, seed=12)
-    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    expected_trades, expected_events = replayed_by_symbol(lines, exchange.rules_path)
     asyncio.run(publish_commands(settings, lines))
     topics = catalog(settings)
     first = exchange.start_worker("w1")
@@ -309,10 +282,7 @@ def test_kill_9_mid_tape_then_restart_loses_and_duplicates_nothing(
     assert count(trades) == count(expected_trades)
     assert trades == expected_trades
     assert events == expected_events
-    app_id = exchange.env["EXCHANGE_APP_ID"]
-    assert changelog_books(settings, app_id, exchange.rules_path) == replayed_books(
-        lines, exchange.rules_path
-    )
+    assert changelog_books(exchange) == replayed_books(lines, exchange.rules_path)
 
 
 def wait_for_log(exchange: IsolatedExchange, name: str, text: str, times: int, timeout_s: float):
@@ -335,7 +305,7 @@ def test_second_worker_joining_and_first_leaving_mid_tape_lose_and_duplicate_not
     settings = exchange.settings
     asyncio.run(_create_topics(settings))
     lines = tapegen.generate_tape(9000, seed=13)
-    expected_trades, expected_events = expected_by_symbol(lines, exchange.rules_path)
+    expected_trades, expected_events = replayed_by_symbol(lines, exchange.rules_path)
     first_part, second_part, third_part = lines[:3000], lines[3000:6000], lines[6000:]
     asyncio.run(publish_commands(settings, first_part))
     first = exchange.start_worker("w1")
@@ -360,7 +330,4 @@ def test_second_worker_joining_and_first_leaving_mid_tape_lose_and_duplicate_not
     assert "partitions [0, 1, 2, 3, 4, 5]" in alone
     assert trades == expected_trades
     assert events == expected_events
-    app_id = exchange.env["EXCHANGE_APP_ID"]
-    assert changelog_books(settings, app_id, exchange.rules_path) == replayed_books(
-        lines, exchange.rules_path
-    )
+    assert changelog_books(exchange) == replayed_books(lines, exchange.rules_path)

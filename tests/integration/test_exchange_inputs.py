@@ -13,7 +13,6 @@ code) and are also spelled out by hand. Worker helpers are shared with the other
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 import time
@@ -30,15 +29,20 @@ import pytest
 
 from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
 from brokerflow.exchange_schedule import close_to_publish
-from brokerflow.exchange_state import rebuild_engines
 from brokerflow.kafka_io import producer, publish
-from brokerflow.matching import Exchange
-from brokerflow.matching.replay import load_rules, replay
 from brokerflow.schemas import CloseSession, Quote, SetReferencePrice, Trade, decode
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog
 
-from .exchange_workers import IsolatedExchange, isolated_exchange, kafka_settings, stop
+from .exchange_workers import (
+    IsolatedExchange,
+    by_symbol,
+    changelog_engines,
+    isolated_exchange,
+    kafka_settings,
+    replayed_by_symbol,
+    stop,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -84,48 +88,11 @@ def committed(settings: Settings, topic: str, type_name: str | None = None) -> l
     return [r for r in records if type_name is None or r.json().get("type") == type_name]
 
 
-def events_by_symbol(records: Sequence[TopicRecord]) -> dict[str, list[dict[str, Any]]]:
-    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        assert record.key is not None
-        grouped[record.key.decode()].append(record.json())
-    return dict(grouped)
-
-
-def replayed(lines: Sequence[dict[str, Any]], rules_path: Path) -> tuple[dict, dict]:
-    """(trades, other events) per symbol, as ``brokerflow match`` prints them for the tape."""
-    out, err = io.StringIO(), io.StringIO()
-    replay([json.dumps(line) for line in lines], out, err, load_rules(str(rules_path)))
-    assert err.getvalue() == ""
-    trades: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for line in out.getvalue().splitlines():
-        event = json.loads(line)
-        (trades if event["type"] == "TradeExecuted" else events)[event["symbol"]].append(event)
-    return dict(trades), dict(events)
-
-
 def resting_orders(exchange: IsolatedExchange) -> dict[str, list[tuple[str, str, int]]]:
     """(orderId, timeInForce, leaves in lots) of every order resting in the tables' changelogs:
     what a worker would rebuild."""
-    app_id = exchange.env["EXCHANGE_APP_ID"]
-
-    async def latest(table: str) -> list[tuple[bytes, bytes]]:
-        records = await read_topic(exchange.settings, f"{app_id}-{table}-changelog", timeout_s=10)
-        values: dict[bytes, bytes | None] = {}
-        for record in records:
-            assert record.key is not None
-            values[record.key] = record.value
-        return [(key, value) for key, value in values.items() if value is not None]
-
-    async def both() -> tuple[list, list]:
-        return await latest("engine_state_by_symbol"), await latest("orders_by_key")
-
-    states, orders = asyncio.run(both())
-    rules = load_rules(str(exchange.rules_path))
-    engines = rebuild_engines(states, orders, Exchange(rules).rules_for)
     resting: dict[str, list[tuple[str, str, int]]] = {}
-    for symbol, (engine, _) in engines.items():
+    for symbol, engine in changelog_engines(exchange).items():
         records = [order.to_record() for order in engine.resting_orders()]
         resting[symbol] = sorted(
             (r["orderId"], str(r["timeInForce"]), r["leavesLots"]) for r in records
@@ -227,7 +194,7 @@ def test_market_trades_become_reference_prices_that_band_orders(
             order("v-in", "VALE3", "BUY", "DAY", 100, "55.80", T0 + timedelta(seconds=10)),
         ]
         asyncio.run(publish_commands(settings, orders))
-        events = events_by_symbol(
+        events = by_symbol(
             asyncio.run(
                 read_topic(
                     settings,
@@ -253,11 +220,11 @@ def test_market_trades_become_reference_prices_that_band_orders(
         for key, m in references
         if key is not None and isinstance(m, SetReferencePrice)
     ]
-    by_symbol: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    forwarded_by_symbol: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for key, fields in forwarded:
-        by_symbol[key].append(fields)
+        forwarded_by_symbol[key].append(fields)
     at = [T0 + timedelta(seconds=s) for s in (0, 2, 5, 5.5, 0.1, 1.2)]
-    assert dict(by_symbol) == {
+    assert dict(forwarded_by_symbol) == {
         "PETR4": [
             ("PETR4", Decimal("40.00"), "B3", at[0]),
             ("PETR4", Decimal("41.00"), "B3", at[1]),
@@ -306,7 +273,7 @@ def test_market_trades_become_reference_prices_that_band_orders(
         }
         for symbol, price, _, event_time in (fields for _, fields in forwarded)
     ] + orders
-    assert replayed(tape, exchange.rules_path) == ({}, events)
+    assert replayed_by_symbol(tape, exchange.rules_path) == ({}, events)
 
 
 def forwarding_states(exchange: IsolatedExchange) -> dict[tuple[int, bytes], dict[str, Any]]:
@@ -454,7 +421,7 @@ def test_brapi_quotes_become_reference_prices_of_b3_stocks(exchange: IsolatedExc
             order("q-in", "PETR4", "SELL", "GTC", 100, "42.24", at),
         ]
         asyncio.run(publish_commands(settings, orders))
-        events = events_by_symbol(
+        events = by_symbol(
             asyncio.run(
                 read_topic(
                     settings, topics.order_events.name, min_count=2, timeout_s=WAIT_S, settle_s=2
@@ -564,7 +531,7 @@ def test_session_timer_expires_day_orders_once_per_session_date(
             "w2",
             WAIT_S,
         )
-        events = events_by_symbol(
+        events = by_symbol(
             asyncio.run(
                 read_topic(
                     settings,
@@ -575,7 +542,7 @@ def test_session_timer_expires_day_orders_once_per_session_date(
                 )
             )
         )
-        trades = events_by_symbol(committed(settings, topics.trade_executions.name))
+        trades = by_symbol(committed(settings, topics.trade_executions.name))
         closes_all = committed(settings, topics.order_commands.name, "CloseSession")
         assert stop(second) == 0
     finally:
@@ -612,7 +579,7 @@ def test_session_timer_expires_day_orders_once_per_session_date(
     ]
     # Record for record what the replay gives for the orders, one close, the late order.
     close_line = {"op": "close", "symbol": "PETR4", "eventTime": wire_time(closes_at)}
-    assert replayed([*orders, close_line, late], exchange.rules_path) == (trades, events)
+    assert replayed_by_symbol([*orders, close_line, late], exchange.rules_path) == (trades, events)
     # What a worker rebuilds from the changelogs (lots of 100): GTC and the late DAY order rest.
     assert resting_orders(exchange) == {
         "PETR4": [("d3", "DAY", 1), ("g1", "GTC", 2), ("g2", "GTC", 3)],
