@@ -32,7 +32,7 @@ from brokerflow.exchange_io import publish_commands
 from brokerflow.kafka_io import consumer, producer
 from brokerflow.matching.replay import load_rules, replay
 from brokerflow.settings import Settings
-from brokerflow.topics import TopicSpec, catalog, ensure_topics
+from brokerflow.topics import TopicSpec, catalog, delete_topics, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_matching
@@ -204,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands/s (steady state, an upper bound)"
     )
     print(f"ratio agents (start-up included) / raw produce+consume: {agent_rate / raw_rate:.3f}")
+    asyncio.run(delete_topics(settings, lambda name: unique in name))  # the worker's too
     print(
         f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
         f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"

@@ -27,7 +27,7 @@ from brokerflow.connectors import read_tape, sample_tape_path
 from brokerflow.flows.ingest import IngestTopics, Parsed, kafka_records, parse, run_ingest
 from brokerflow.kafka_io import producer
 from brokerflow.settings import Settings
-from brokerflow.topics import catalog, ensure_topics
+from brokerflow.topics import catalog, delete_topics, ensure_topics
 
 
 def cpu_model() -> str:
@@ -52,18 +52,6 @@ async def _prepare(settings: Settings) -> None:
             topics.dead_letters,
         ],
     )
-
-
-async def _drop(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        names = set(IngestTopics.from_settings(settings).all())
-        await admin.delete_topics([name for name in await admin.list_topics() if name in names])
-    finally:
-        await admin.close()
 
 
 async def _aiokafka_rate(settings: Settings, parsed: list[Parsed]) -> tuple[int, float]:
@@ -135,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ratio {label} / aiokafka: {rate / best_plain:.2f}")
 
     for settings in prefixes:
-        asyncio.run(_drop(settings))
+        asyncio.run(
+            delete_topics(settings, lambda name, p=settings.topic_prefix: name.startswith(p))
+        )
     uname = platform.uname()
     print(
         f"machine: {uname.system} {uname.release} {uname.machine}, CPU {cpu_model()}, "

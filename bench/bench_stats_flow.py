@@ -45,7 +45,7 @@ from brokerflow.flows.stats import clear_outputs
 from brokerflow.kafka_io import producer
 from brokerflow.schemas.market import BestBidAsk, Trade
 from brokerflow.settings import Settings
-from brokerflow.topics import catalog, ensure_topics
+from brokerflow.topics import catalog, delete_topics, ensure_topics
 
 T0 = datetime(2026, 1, 2, 13, 0, tzinfo=UTC)
 
@@ -287,6 +287,7 @@ def main() -> None:
             )
             clear_outputs(settings)
             clear_outputs(empty)
+            asyncio.run(delete_topics(settings, lambda name, tag=tag: f"bench-{tag}" in name))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +22,7 @@ __all__ = [
     "TopicCatalog",
     "TopicSpec",
     "catalog",
+    "delete_topics",
     "ensure_topics",
     "reset_topics",
 ]
@@ -263,6 +264,30 @@ async def ensure_topics(
         await admin.close()
 
 
+async def delete_topics(
+    settings: Settings, doomed: Callable[[str], bool], *, wait_s: float = 0.0
+) -> list[str]:
+    """Delete every topic whose name ``doomed`` accepts; wait up to ``wait_s`` for the controller
+    to finish. Returns the names."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        names = [name for name in await admin.list_topics() if doomed(name)]
+        if names:
+            await admin.delete_topics(names)
+        deadline = time.monotonic() + wait_s
+        # Deletion completes in the controller; only polling the topic list shows when it has.
+        while names and time.monotonic() < deadline:
+            if not set(names) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    return names
+
+
 async def reset_topics(
     settings: Settings, prefixes: tuple[str, ...], timeout_s: float = 30.0
 ) -> list[str]:
@@ -271,23 +296,9 @@ async def reset_topics(
     For throwaway namespaces (the demo's): the broker drops a consumer group's offsets of a
     deleted topic with it, so consumers start again from the beginning. Returns the deleted names.
     """
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        doomed = [name for name in await admin.list_topics() if name.startswith(prefixes)]
-        if doomed:
-            await admin.delete_topics(doomed)
-        deadline = time.monotonic() + timeout_s
-        # Deletion completes in the controller; only polling the topic list shows when it has.
-        while time.monotonic() < deadline:
-            if not set(doomed) & set(await admin.list_topics()):
-                break
-            await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
+    doomed = await delete_topics(settings, lambda name: name.startswith(prefixes), wait_s=timeout_s)
     for attempt in range(20):  # a just-deleted topic can linger in the controller for a moment
         try:
             await ensure_topics(settings, timeout_s=timeout_s)

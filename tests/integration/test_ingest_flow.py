@@ -19,8 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from confluent_kafka import Producer
 from pymongo.asynchronous.database import AsyncDatabase
@@ -31,6 +30,8 @@ from brokerflow.flows.ingest import IngestTopics, producer_config, run_ingest, v
 from brokerflow.kafka_io import consumer
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, ensure_topics
+
+from .ingest_namespace import isolated_ingest, murmur2_partition, partitions_of, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -50,51 +51,9 @@ SYMBOLS_BY_TOPIC = {
 
 
 async def _prepared(settings: Settings, unique: str, mongo_db: AsyncDatabase) -> Settings:
-    isolated = settings.model_copy(
-        update={
-            "topic_prefix": f"ingest{unique}.",
-            "mongo_database": mongo_db.name,
-            "tape_replay_speed": 0.0,
-            "ingest_source": "tape",
-            "metrics_port": 0,
-        }
+    return await isolated_ingest(
+        settings, f"ingest{unique}.", mongo_db, tape_replay_speed=0.0, ingest_source="tape"
     )
-    topics = catalog(isolated)
-    await ensure_topics(
-        isolated,
-        [
-            topics.market_trades,
-            topics.market_book_ticker,
-            topics.market_quotes,
-            topics.dead_letters,
-        ],
-    )
-    return isolated
-
-
-def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    return [TopicPartition(topic, p) for p in range(catalog(settings).by_name(topic).partitions)]
-
-
-async def _read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
-    """Every committed record of a topic, from the beginning to its current end."""
-    async with consumer(settings) as reader:
-        partitions = _partitions(settings, topic)
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        ends = await reader.end_offsets(partitions)
-        records: list[ConsumerRecord] = []
-        async with asyncio.timeout(60):
-            while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
-                batches = await reader.getmany(timeout_ms=500, max_records=10_000)
-                for batch in batches.values():
-                    records.extend(batch)
-        return records
-
-
-def _murmur2_partition(key: bytes, partitions: int) -> int:
-    every = list(range(partitions))
-    return DefaultPartitioner()(key, every, every)
 
 
 def _symbol_of(value: bytes) -> str:
@@ -141,14 +100,14 @@ async def test_the_sample_tape_lands_in_kafka_keyed_by_symbol_on_murmur2_partiti
         ("book_ticker", topics.book_ticker, BOOK),
         ("quotes", topics.quotes, QUOTES),
     ):
-        records = await _read_all(isolated, topic)
+        records = await read_all(isolated, topic)
         assert len(records) == expected, name
         assert {record.key.decode() for record in records} == SYMBOLS_BY_TOPIC[name]
         for record in records:
             assert record.key.decode() == _symbol_of(record.value)
-            assert record.partition == _murmur2_partition(record.key, partitions), record.key
+            assert record.partition == murmur2_partition(record.key, partitions), record.key
 
-    letters = await _read_all(isolated, topics.dead_letters)
+    letters = await read_all(isolated, topics.dead_letters)
     import json
 
     assert Counter(json.loads(letter.value)["reason"] for letter in letters) == DEAD_REASONS
@@ -241,7 +200,7 @@ async def test_librdkafka_with_murmur2_random_places_keys_where_aiokafka_does(
         await producer.stop()
 
     assert ours == aiokafka_placed
-    assert ours == {key: _murmur2_partition(key, topic.partitions) for key in keys}
+    assert ours == {key: murmur2_partition(key, topic.partitions) for key in keys}
     # The finding: librdkafka's default (consistent_random, CRC32) disagrees for many keys.
     assert sum(librdkafka_default[key] != aiokafka_placed[key] for key in keys) > len(keys) // 2
 
@@ -284,7 +243,7 @@ def _ingest_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 async def _count(settings: Settings, topic: str) -> int:
     async with consumer(settings, isolation_level="read_uncommitted") as reader:
-        partitions = _partitions(settings, topic)
+        partitions = partitions_of(settings, topic)
         ends = await reader.end_offsets(partitions)
         return sum(ends.values())
 
@@ -348,7 +307,7 @@ async def test_kill_9_mid_flow_then_restart_loses_nothing(
 
     duplicates = 0
     for topic in topics.all():
-        records = await _read_all(isolated, topic)
+        records = await read_all(isolated, topic)
         copies = _identities(records)
         assert len(copies) == expected[topic], topic  # every distinct record is there
         assert len(records) >= expected[topic]
@@ -388,7 +347,7 @@ async def test_bytewax_run_finds_the_module_level_flow(
 
     assert done.returncode == 0, done.stderr.decode()
     for topic in (topics.trades, topics.book_ticker):
-        assert len(await _read_all(isolated, topic)) == expected[topic] > 0
+        assert len(await read_all(isolated, topic)) == expected[topic] > 0
 
 
 async def test_the_kafka_sink_counts_acks_and_the_latency_of_live_records(

@@ -20,8 +20,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
 from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.connectors import parse_frame, read_tape, sample_tape_path
@@ -29,9 +27,9 @@ from brokerflow.flows.ingest import EXIT_KAFKA_UNAVAILABLE, IngestTopics, run_in
 from brokerflow.kafka_io import consumer
 from brokerflow.settings import Settings
 from brokerflow.stack.kafka import KafkaService
-from brokerflow.topics import catalog, ensure_topics
 
 from ..unit.connectors.fakes import FakeBinanceServer, stream_forever
+from .ingest_namespace import isolated_ingest, partitions_of, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,17 +40,9 @@ SLICE_LINES = 3_000
 async def _isolated(
     settings: Settings, broker: KafkaService, unique: str, mongo_db: AsyncDatabase
 ) -> Settings:
-    isolated = settings.model_copy(
-        update={
-            "kafka_bootstrap_servers": broker.bootstrap,
-            "topic_prefix": f"outage{unique}.",
-            "mongo_database": mongo_db.name,
-        }
+    return await isolated_ingest(
+        settings, f"outage{unique}.", mongo_db, kafka_bootstrap_servers=broker.bootstrap
     )
-    topics = catalog(isolated)
-    wanted = [topics.market_trades, topics.market_book_ticker, topics.market_quotes]
-    await ensure_topics(isolated, [*wanted, topics.dead_letters])
-    return isolated
 
 
 def _write_slice(path: Path) -> None:
@@ -100,27 +90,9 @@ def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    return [TopicPartition(topic, p) for p in range(catalog(settings).by_name(topic).partitions)]
-
-
 async def _committed_count(settings: Settings, topic: str) -> int:
     async with consumer(settings) as reader:  # read_committed: the last stable offsets
-        return sum((await reader.end_offsets(_partitions(settings, topic))).values())
-
-
-async def _read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
-    async with consumer(settings) as reader:
-        partitions = _partitions(settings, topic)
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        ends = await reader.end_offsets(partitions)
-        records: list[ConsumerRecord] = []
-        async with asyncio.timeout(120):
-            while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
-                for batch in (await reader.getmany(timeout_ms=500, max_records=10_000)).values():
-                    records.extend(batch)
-        return records
+        return sum((await reader.end_offsets(partitions_of(settings, topic))).values())
 
 
 async def _wait_for(condition: object, what: str, within: float = 120.0) -> None:
@@ -189,7 +161,7 @@ async def test_the_flow_waits_out_a_broker_restart_and_delivers_every_record_onc
     assert returncode == 0, output
     assert "brokerflow stack up" in output  # the warning said what to do
     for topic in topics.all():
-        records = await _read_all(isolated, topic)
+        records = await read_all(isolated, topic)
         copies = Counter((record.key, record.value) for record in records)
         assert len(copies) == expected[topic], topic  # nothing lost
         assert len(records) == expected[topic], topic  # nothing twice
@@ -254,7 +226,7 @@ async def test_a_broker_that_stays_away_stops_the_flow_and_a_restart_delivers_th
             restarted.wait()
 
     for topic in topics.all():
-        records = await _read_all(isolated, topic)
+        records = await read_all(isolated, topic)
         copies = Counter((record.key, record.value) for record in records)
         # At least once: every distinct record is there, a duplicate is a whole copy.
         assert len(copies) == expected[topic], topic
@@ -310,7 +282,7 @@ async def test_a_live_feed_held_through_a_broker_restart_reaches_kafka_once_in_o
 
     assert report.frames == trades
     assert len(server.connections) == 1  # held, not dropped: one WebSocket all along
-    records = await _read_all(isolated, topics.trades)
+    records = await read_all(isolated, topics.trades)
     assert [json.loads(record.value)["tradeId"] for record in records] == [
         str(trade_id) for trade_id in range(1, trades + 1)
     ]

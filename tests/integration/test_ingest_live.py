@@ -13,19 +13,16 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.flows.ingest import IngestTopics, run_ingest
-from brokerflow.kafka_io import consumer
 from brokerflow.metrics import metric_value
 from brokerflow.settings import Settings
-from brokerflow.topics import catalog, ensure_topics
 
 from ..unit.connectors.fakes import Canned, FakeBinanceServer, FakeHttpServer, combined, send
 from ..unit.connectors.fakes import trade_frame as binance_trade
+from .ingest_namespace import isolated_ingest, murmur2_partition, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -33,47 +30,13 @@ pytestmark = pytest.mark.integration
 async def _isolated(
     settings: Settings, prefix: str, mongo_db: AsyncDatabase, **extra: Any
 ) -> Settings:
-    isolated = settings.model_copy(
-        update={
-            "topic_prefix": prefix,
-            "mongo_database": mongo_db.name,
-            "metrics_port": 0,
-            "validate_on_start": True,
-            **extra,
-        }
-    )
-    topics = catalog(isolated)
-    wanted = [topics.market_trades, topics.market_book_ticker, topics.market_quotes]
-    await ensure_topics(isolated, [*wanted, topics.dead_letters])
-    return isolated
-
-
-async def _read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
-    """Every committed record of a topic (read_committed), from the beginning to its end."""
-    partitions = [
-        TopicPartition(topic, p) for p in range(catalog(settings).by_name(topic).partitions)
-    ]
-    async with consumer(settings) as reader:
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
-        ends = await reader.end_offsets(partitions)
-        records: list[ConsumerRecord] = []
-        async with asyncio.timeout(60):
-            while [tp for tp in partitions if await reader.position(tp) < ends[tp]]:
-                for batch in (await reader.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-        return records
-
-
-def _murmur2(key: bytes, partitions: int) -> int:
-    every = list(range(partitions))
-    return DefaultPartitioner()(key, every, every)
+    return await isolated_ingest(settings, prefix, mongo_db, validate_on_start=True, **extra)
 
 
 def _assert_keyed_by_symbol(records: list[ConsumerRecord], partitions: int) -> None:
     for record in records:
         assert record.key.decode() == json.loads(record.value)["symbol"]
-        assert record.partition == _murmur2(record.key, partitions)
+        assert record.partition == murmur2_partition(record.key, partitions)
 
 
 class _Counters:
@@ -167,7 +130,7 @@ async def test_live_brapi_polls_through_429_and_503_into_kafka_and_mongodb_once_
     assert counters.deltas() == [4, 1, 1, 1]
     assert published.deltas() == [5, 1]
 
-    quotes = await _read_all(isolated, topics.quotes)
+    quotes = await read_all(isolated, topics.quotes)
     _assert_keyed_by_symbol(quotes, isolated.topic_partitions)
     values = [json.loads(record.value) for record in quotes]
     assert Counter((v["symbol"], v["lastPrice"], v["eventTime"]) for v in values) == Counter(
@@ -185,7 +148,7 @@ async def test_live_brapi_polls_through_429_and_503_into_kafka_and_mongodb_once_
     }
     assert by_symbol == {"PETR4": ["37.85", "37.9", "37.88"], "VALE3": ["61.2", "61.15"]}
 
-    (letter,) = await _read_all(isolated, topics.dead_letters)
+    (letter,) = await read_all(isolated, topics.dead_letters)
     dead = json.loads(letter.value)
     assert letter.key == b"brapi/quote"
     assert (dead["reason"], dead["fields"]) == ("INVALID_FIELD", ["results.1.regularMarketPrice"])
@@ -254,7 +217,7 @@ async def test_live_binance_trades_and_book_tickers_reach_kafka_across_a_server_
     assert (report.frames, report.control_frames) == (7, 1)
     assert counters.deltas() == [7, 1, 0, 1]
 
-    trades = await _read_all(isolated, topics.trades)
+    trades = await read_all(isolated, topics.trades)
     _assert_keyed_by_symbol(trades, isolated.topic_partitions)
     assert sorted(
         (v["symbol"], v["tradeId"], v["price"], v["aggressorSide"])
@@ -264,14 +227,14 @@ async def test_live_binance_trades_and_book_tickers_reach_kafka_across_a_server_
         ("BTCUSDT", "2", "94112.01000000", "SELL"),
         ("ETHUSDT", "7", "3301.50000000", "SELL"),
     ]
-    tickers = await _read_all(isolated, topics.book_ticker)
+    tickers = await read_all(isolated, topics.book_ticker)
     _assert_keyed_by_symbol(tickers, isolated.topic_partitions)
     assert [
         (v["updateId"], v["bidPrice"], v["askPrice"])
         for v in (json.loads(record.value) for record in tickers)
     ] == [(100, "94112.00", "94112.01"), (101, "94111.99", "94112.02")]
 
-    (letter,) = await _read_all(isolated, topics.dead_letters)
+    (letter,) = await read_all(isolated, topics.dead_letters)
     dead = json.loads(letter.value)
     assert letter.key == b"binance_ws"
     assert (dead["reason"], dead["payload"]) == ("NOT_JSON", "garbage{")
