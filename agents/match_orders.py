@@ -86,7 +86,7 @@ from brokerflow.agents.exactly_once import (
 )
 from brokerflow.agents.forward_reference_prices import QUOTES, TRADES, ReferencePrices
 from brokerflow.app import app, settings
-from brokerflow.errors import SchemaError, UnknownMessageError
+from brokerflow.errors import ConfigError, SchemaError, UnknownMessageError
 from brokerflow.exchange_io import LogReader
 from brokerflow.exchange_state import (
     NEXT_OFFSET_KEY,
@@ -153,10 +153,6 @@ references = ReferencePrices(
     reference_forwarding,
     timedelta(seconds=settings.exchange_reference_min_interval_s),
 )
-
-
-class NotCopartitionedError(RuntimeError):
-    """The market-data topics and the command topic differ in partition count."""
 
 
 class _Books:
@@ -394,7 +390,7 @@ def check_copartitioned() -> None:
     :mod:`brokerflow.agents.exactly_once`); Faust groups topics by partition count."""
     groups = {topic: app.assignor.group_for_topic(topic) for topic in _INPUT_TOPICS}
     if len(set(groups.values())) > 1:
-        raise NotCopartitionedError(
+        raise ConfigError(
             f"the exchange's input topics are not co-partitioned (topic groups {groups}): "
             "give them the same partition count (TOPIC_PARTITIONS) and recreate them with "
             "`brokerflow topics create`"
