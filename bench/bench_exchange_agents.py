@@ -23,12 +23,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from brokerflow.exchange_io import publish_commands
+from brokerflow.exchange_io import follow_topic, publish_commands
 from brokerflow.kafka_io import consumer, producer
 from brokerflow.matching.replay import load_rules, replay
 from brokerflow.settings import Settings
@@ -48,33 +47,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-async def wait_for(
-    settings: Settings,
-    topic: str,
-    expected: int,
-    worker_exited: Callable[[], bool],
-    poll_s: float = 0.5,
-) -> tuple[float, float]:
-    """Monotonic times at which the first and the last of ``expected`` committed records
-    became visible."""
-    async with consumer(settings) as client:
-        assignment = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        client.assign(assignment)
-        await client.seek_to_beginning(*assignment)
-        seen = 0
-        first_at: float | None = None
-        while seen < expected:
-            if worker_exited():
-                raise RuntimeError("the worker exited; see its log")
-            batch = await client.getmany(*assignment, timeout_ms=int(poll_s * 1000))
-            got = sum(len(messages) for messages in batch.values())
-            if got and first_at is None:
-                first_at = time.monotonic()
-            seen += got
-        assert first_at is not None
-        return first_at, time.monotonic()
 
 
 async def raw_kafka(settings: Settings, count: int, size: int) -> tuple[float, float]:
@@ -170,14 +142,15 @@ def main(argv: list[str] | None = None) -> int:
         stderr=subprocess.STDOUT,
     )
     try:
-        first_at, done_at = asyncio.run(
-            wait_for(
+        followed = asyncio.run(
+            follow_topic(
                 settings,
                 topics.order_events.name,
                 expected_events,
-                lambda: worker.poll() is not None,
+                alive=lambda: worker.poll() is None,
             )
         )
+        first_at, done_at = followed.first_at, followed.done_at
     finally:
         worker.terminate()
         worker.wait(60)

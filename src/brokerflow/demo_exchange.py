@@ -34,7 +34,7 @@ from pathlib import Path
 
 from brokerflow.connectors import parse_frame
 from brokerflow.connectors.tape import read_tape, sample_tape_path
-from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
+from brokerflow.exchange_io import TopicRecord, follow_topic, publish_commands
 from brokerflow.exchange_schedule import ReferenceState, offer_price, release_held
 from brokerflow.kafka_io import producer, publish
 from brokerflow.matching import tapegen
@@ -152,17 +152,15 @@ def _read_while_alive(
     timeout_s: float = 300.0,
 ) -> list[TopicRecord]:
     """Read ``topic`` until ``count`` records are committed; fail at once if the worker died."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        records = asyncio.run(read_topic(settings, topic, min_count=count, timeout_s=5))
-        if len(records) >= count:
-            return records
-        if worker.poll() is not None:
-            raise RuntimeError(
-                f"the Faust worker exited with status {worker.returncode}; see {log_path}"
+    try:
+        followed = asyncio.run(
+            follow_topic(
+                settings, topic, count, alive=lambda: worker.poll() is None, timeout_s=timeout_s
             )
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(records)} of {count} records on {topic}; see {log_path}")
+        )
+    except (RuntimeError, TimeoutError) as exc:
+        raise type(exc)(f"{exc}; see {log_path}") from None
+    return followed.records
 
 
 def run_exchange_demo(user_settings: Settings) -> ExchangeDemo:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,11 +42,13 @@ from brokerflow.topics import catalog
 
 __all__ = [
     "EPOCH",
+    "Followed",
     "LogReader",
     "PartitionSnapshot",
     "TopicRecord",
     "command_from_tape_line",
     "commands_from_tape",
+    "follow_topic",
     "publish_commands",
     "read_topic",
 ]
@@ -217,6 +219,52 @@ async def read_topic(
             await asyncio.sleep(0)
     records.sort(key=lambda record: (record.partition, record.offset))
     return records
+
+
+@dataclass(frozen=True, slots=True)
+class Followed:
+    """What :func:`follow_topic` saw: the records, by partition then offset, and when (monotonic
+    time) the first and the last of them became visible."""
+
+    records: list[TopicRecord]
+    first_at: float
+    done_at: float
+
+
+async def follow_topic(
+    settings: Settings,
+    topic: str,
+    count: int,
+    *,
+    alive: Callable[[], bool] = lambda: True,
+    timeout_s: float = 300.0,
+) -> Followed:
+    """Read ``topic`` from the beginning with one ``read_committed`` consumer until ``count``
+    records are visible: how the demo and the benchmark wait for a worker's output. Raises
+    ``RuntimeError`` as soon as ``alive()`` turns false (the producer of the records died), and
+    ``TimeoutError`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    records: list[TopicRecord] = []
+    first_at: float | None = None
+    async with consumer(settings, enable_auto_commit=False) as client:
+        assignment = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        client.assign(assignment)
+        await client.seek_to_beginning(*assignment)
+        while len(records) < count:
+            if not alive():
+                raise RuntimeError(f"{len(records)} of {count} records on {topic}: the writer died")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(records)} of {count} records on {topic} in {timeout_s} s")
+            batch = await client.getmany(*assignment, timeout_ms=500, max_records=10_000)
+            for tp, messages in batch.items():
+                records.extend(
+                    TopicRecord(tp.partition, m.offset, m.key, m.value) for m in messages
+                )
+            if records and first_at is None:
+                first_at = time.monotonic()
+    done_at = time.monotonic()
+    records.sort(key=lambda record: (record.partition, record.offset))
+    return Followed(records, done_at if first_at is None else first_at, done_at)
 
 
 @dataclass(frozen=True, slots=True)
