@@ -71,6 +71,7 @@ import logging
 import sys
 import time
 from collections.abc import Collection
+from contextlib import AsyncExitStack
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -181,19 +182,17 @@ class _Books:
         self.duplicates_skipped = 0
         self.gaps_filled = 0
         self._reader: LogReader | None = None
-        self._reader_context: Any = None
+        self._reader_exit = AsyncExitStack()
 
     async def reader(self) -> LogReader:
         """The agent's own ``read_committed`` consumer, opened on first use."""
         if self._reader is None:
-            self._reader_context = LogReader.open(settings)
-            self._reader = await self._reader_context.__aenter__()
+            self._reader = await self._reader_exit.enter_async_context(LogReader.open(settings))
         return self._reader
 
     async def close_reader(self) -> None:
-        if self._reader_context is not None:
-            context, self._reader, self._reader_context = self._reader_context, None, None
-            await context.__aexit__(None, None, None)
+        self._reader = None
+        await self._reader_exit.aclose()
 
     async def rebuild(self) -> None:
         """Drop every book; restore the partitions the consumer holds now (see the docstring)."""
@@ -249,9 +248,12 @@ class _Books:
             {tp: offset for tp, offset in next_offsets.items() if offset is not None}
         )
         self.partitions = self.partitions | frozenset(ordered)
+        restored_at = time.monotonic()
         for tp in next_offsets:
             self.uncommitted.pop(tp, None)
             self.caught_up_to.pop(tp, None)
+            # Idle is counted from now: a backlog Faust is about to deliver is not read twice.
+            self.last_delivered[tp] = restored_at
         records = sum(len(snapshot.values) for snapshot in snapshots.values())
         log.info(
             "books restored from the changelogs in %.2f s: partitions %s, %d records, "
