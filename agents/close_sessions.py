@@ -1,6 +1,6 @@
 """``close_sessions``: the session timer. Publishes ``CloseSession`` commands; touches no book.
 
-Every ``EXCHANGE_SESSION_TIMER_S`` it asks :func:`~brokerflow.exchange_schedule.close_to_publish`
+Every ``EXCHANGE_SESSION_TIMER_S`` it asks :func:`~brokerflow.exchange.schedule.close_to_publish`
 whether a session of the exchange calendar (``EXCHANGE_SESSION_OPEN`` to ``EXCHANGE_SESSION_CLOSE``
 in ``EXCHANGE_SESSION_TIMEZONE``, Monday to Friday) has closed and the next one not opened yet; if
 so it publishes one ``CloseSession`` per symbol in ``EXCHANGE_SESSION_SYMBOLS`` (B3 stocks; 24/7
@@ -20,8 +20,8 @@ import logging
 from datetime import UTC, date, datetime
 
 from brokerflow.app import app, settings
-from brokerflow.exchange_io import publish_commands
-from brokerflow.exchange_schedule import close_to_publish
+from brokerflow.exchange.io import publish_commands
+from brokerflow.exchange.schedule import close_to_publish
 from brokerflow.schemas import CloseSession
 
 __all__ = ["close_sessions", "published"]

@@ -18,7 +18,7 @@ from faust.types import EventT
 from rocksdict import WriteBatch
 
 from brokerflow.app import app
-from brokerflow.exchange_io import PartitionSnapshot
+from brokerflow.exchange.io import PartitionSnapshot
 
 __all__ = [
     "InputRecord",

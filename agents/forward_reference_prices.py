@@ -13,7 +13,7 @@ A price becomes a ``SetReferencePrice`` command on ``order-commands-v1``, keyed 
 changed, at most once per ``EXCHANGE_REFERENCE_MIN_INTERVAL_S`` of market event time; a changed
 price that comes too soon is held and forwarded by the agent's timer once it has waited that long
 (wall time), so the last price of a burst still becomes the reference
-(:func:`~brokerflow.exchange_schedule.offer_price`). The matching agent then sees prices in the
+(:func:`~brokerflow.exchange.schedule.offer_price`). The matching agent then sees prices in the
 same ordered log as orders, so price bands replay deterministically.
 
 Why not read the price at matching time (from this topic or the Redis market cache): what a
@@ -42,8 +42,8 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from brokerflow.agents.exactly_once import InputRecord, TableWrites, send_in_transaction
-from brokerflow.exchange_schedule import ReferenceState, offer_price, release_held
-from brokerflow.exchange_state import next_offset_record
+from brokerflow.exchange.schedule import ReferenceState, offer_price, release_held
+from brokerflow.exchange.state import next_offset_record
 from brokerflow.schemas import Quote, SchemaError, SetReferencePrice, Trade, decode
 
 __all__ = ["QUOTES", "TRADES", "MarketFeed", "ReferencePrices", "next_offset_key"]

@@ -49,7 +49,7 @@ with correctness; each was seen to break exactly-once in the kill and rebalance 
   ``kill -9``). A command above it means commands were not delivered: Faust's stream drops
   records fetched under an older consumer generation or while its flow control is paused, and
   its consumer can start past the committed offset after a rebalance. The agent reads the missing
-  commands from the topic itself (:meth:`~brokerflow.exchange_io.LogReader.read_range`, on one
+  commands from the topic itself (:meth:`~brokerflow.exchange.io.LogReader.read_range`, on one
   consumer of its own kept open) and processes them first, in order. Dropped records that no
   later record follows are found by a timer: a partition idle for
   ``EXCHANGE_CATCH_UP_INTERVAL_S`` is compared with its last stable offset on the broker. (Seeking
@@ -88,8 +88,8 @@ from brokerflow.agents.exactly_once import (
 from brokerflow.agents.forward_reference_prices import QUOTES, TRADES, ReferencePrices
 from brokerflow.app import app, settings
 from brokerflow.errors import ConfigError, SchemaError, UnknownMessageError
-from brokerflow.exchange_io import LogReader
-from brokerflow.exchange_state import (
+from brokerflow.exchange.io import LogReader
+from brokerflow.exchange.state import (
     NEXT_OFFSET_KEY,
     SymbolRecord,
     encode_order_record,

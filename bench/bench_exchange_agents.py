@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aiokafka import TopicPartition
 
-from brokerflow.exchange_io import follow_topic, publish_commands
+from brokerflow.exchange.io import follow_topic, publish_commands
 from brokerflow.kafka_io import consumer, producer
 from brokerflow.matching.replay import load_rules, replay
 from brokerflow.settings import Settings

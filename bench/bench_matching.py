@@ -31,7 +31,7 @@ from brokerflow.matching import Command, Exchange, SymbolRules
 from brokerflow.matching.events import TRADE_EXECUTED
 from brokerflow.matching.replay import BadLineError, TapeDecoder
 from brokerflow.matching.rules import rules_from_wire
-from brokerflow.matching.tapegen import SEED, SYMBOLS, generate_tape, rules_document
+from brokerflow.tapes.orders import SEED, SYMBOLS, generate_tape, rules_document
 
 
 def decode_tape(lines: Sequence[str], rules: dict[str, SymbolRules]) -> list[Command]:

@@ -18,7 +18,7 @@ Record a live session and replay it ten times faster::
         ...
 
 The bundled :func:`sample_tape_path` (30 minutes of synthetic Binance and Brapi traffic, made
-by ``python -m brokerflow.tapegen``) feeds the ingest benchmark.
+by ``python -m brokerflow.tapes.market``) feeds the ingest benchmark.
 """
 
 from __future__ import annotations

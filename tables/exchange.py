@@ -2,7 +2,7 @@
 
 Both tables are keyed so that they are co-partitioned with ``order-commands-v1`` (a table write
 goes to the changelog partition of the command being processed, which is the symbol's
-partition), and both hold raw bytes encoded by :mod:`brokerflow.exchange_state`:
+partition), and both hold raw bytes encoded by :mod:`brokerflow.exchange.state`:
 
 * :data:`orders_by_key`: ``b"SYMBOL|orderId"`` -> a resting order's record, or the closed marker
   (seen, no longer resting: the duplicate-check memory).
@@ -10,7 +10,7 @@ partition), and both hold raw bytes encoded by :mod:`brokerflow.exchange_state`:
   session date closed.
 * :data:`reference_forwarding`: ``b"TOPIC|SYMBOL"`` -> the market price last forwarded as a
   ``SetReferencePrice`` and the one held back by the interval
-  (:class:`~brokerflow.exchange_schedule.ReferenceState`), and ``b"#next-offset|TOPIC"`` -> the
+  (:class:`~brokerflow.exchange.schedule.ReferenceState`), and ``b"#next-offset|TOPIC"`` -> the
   next market record to read in that partition. The market-data topics are co-partitioned with
   the command topic, so this table's partition is the same symbols' command partition.
 

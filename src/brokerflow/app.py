@@ -36,7 +36,7 @@ from typing import Any
 
 import faust
 
-from brokerflow.exchange_datadir import Slot, claim_slot, mark_clean_shutdown, prepare_slot_dir
+from brokerflow.exchange.datadir import Slot, claim_slot, mark_clean_shutdown, prepare_slot_dir
 from brokerflow.settings import Settings, get_settings
 
 __all__ = ["app", "create_app", "settings", "slot"]

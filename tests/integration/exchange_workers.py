@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brokerflow.exchange_io import TopicRecord, read_topic
-from brokerflow.exchange_state import rebuild_engines
-from brokerflow.matching import Exchange, MatchingEngine, tapegen
+from brokerflow.exchange.io import TopicRecord, read_topic
+from brokerflow.exchange.state import rebuild_engines
+from brokerflow.matching import Exchange, MatchingEngine
 from brokerflow.matching.replay import load_rules, replay
 from brokerflow.settings import Settings
 from brokerflow.stack import Stack
+from brokerflow.tapes import orders as tapegen
 from brokerflow.topics import ensure_topics
 
 FAUST = str(Path(sys.executable).with_name("faust"))

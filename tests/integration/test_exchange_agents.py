@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from brokerflow.exchange_io import publish_commands, read_topic
+from brokerflow.exchange.io import publish_commands, read_topic
 from brokerflow.kafka_io import consumer, producer
-from brokerflow.matching import Exchange, tapegen
+from brokerflow.matching import Exchange
 from brokerflow.matching.replay import load_rules
 from brokerflow.schemas import CloseSession, PlaceOrder, decode
 from brokerflow.settings import Settings
+from brokerflow.tapes import orders as tapegen
 from brokerflow.topics import catalog, ensure_topics
 
 from .exchange_workers import (

@@ -27,8 +27,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from brokerflow.exchange_io import TopicRecord, publish_commands, read_topic
-from brokerflow.exchange_schedule import close_to_publish
+from brokerflow.exchange.io import TopicRecord, publish_commands, read_topic
+from brokerflow.exchange.schedule import close_to_publish
 from brokerflow.kafka_io import producer, publish
 from brokerflow.schemas import CloseSession, Quote, SetReferencePrice, Trade, decode
 from brokerflow.settings import Settings

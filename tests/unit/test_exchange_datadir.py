@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from brokerflow.exchange_datadir import claim_slot, mark_clean_shutdown, prepare_slot_dir
+from brokerflow.exchange.datadir import claim_slot, mark_clean_shutdown, prepare_slot_dir
 
 
 def test_each_claim_gets_the_next_free_slot_and_a_released_slot_is_reused(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_a_slot_held_by_another_process_is_skipped_until_it_dies(tmp_path: Path)
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path;"
-            "from brokerflow.exchange_datadir import claim_slot;"
+            "from brokerflow.exchange.datadir import claim_slot;"
             f"claim_slot(Path({str(tmp_path)!r}), 2); print('held', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

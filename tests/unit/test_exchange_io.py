@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from brokerflow.errors import SchemaError
-from brokerflow.exchange_io import EPOCH, command_from_tape_line, commands_from_tape
+from brokerflow.exchange.io import EPOCH, command_from_tape_line, commands_from_tape
 from brokerflow.schemas import AmendOrder, CancelOrder, CloseSession, PlaceOrder, SetReferencePrice
 
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from brokerflow.exchange_schedule import (
+from brokerflow.exchange.schedule import (
     ReferenceState,
     close_to_publish,
     offer_price,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from brokerflow.exchange_state import (
+from brokerflow.exchange.state import (
     CLOSED_MARKER,
     NEXT_OFFSET_KEY,
     SymbolRecord,

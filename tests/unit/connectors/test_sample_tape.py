@@ -18,7 +18,7 @@ from brokerflow.connectors import (
 )
 from brokerflow.connectors.tape import encode_tape_line
 from brokerflow.schemas import BestBidAsk, Trade
-from brokerflow.tapegen import DEFAULT_MINUTES, DEFAULT_SEED, MALFORMED, generate_frames
+from brokerflow.tapes.market import DEFAULT_MINUTES, DEFAULT_SEED, MALFORMED, generate_frames
 
 FRAMES = 47_154
 

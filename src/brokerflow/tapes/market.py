@@ -1,7 +1,7 @@
 """Make the bundled sample tape: 30 minutes of synthetic Binance and Brapi traffic.
 
-    python -m brokerflow.tapegen         # rewrites src/brokerflow/data/sample_tape.jsonl.gz
-    python -m brokerflow.tapegen --seed 7 --minutes 5 --out /tmp/small.jsonl.gz
+    python -m brokerflow.tapes.market         # rewrites src/brokerflow/data/sample_tape.jsonl.gz
+    python -m brokerflow.tapes.market --seed 7 --minutes 5 --out /tmp/small.jsonl.gz
 
 Synthetic but shaped like the real thing, in the vendors' exact wire formats: Binance.US combined
 stream frames (``trade`` with the ``b``/``a`` order ids, ``bookTicker``) for BTCUSDT, ETHUSDT and

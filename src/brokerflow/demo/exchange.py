@@ -1,6 +1,6 @@
 """The main job's exchange part: a generated order tape matched by a real Faust worker.
 
-Publishes a fixed tape of order commands (:func:`brokerflow.matching.tapegen.generate_tape`) to the
+Publishes a fixed tape of order commands (:func:`brokerflow.tapes.orders.generate_tape`) to the
 command topic, runs ``faust -A brokerflow.app worker`` on it with exactly-once processing, reads
 the trades and order events back with ``read_committed``, and checks them record for record
 against ``brokerflow match``'s replay of the same tape (the same matching code, no Kafka).
@@ -8,7 +8,7 @@ against ``brokerflow match``'s replay of the same tape (the same matching code, 
 It also publishes the first Binance trades of the bundled sample tape, of symbols the order tape
 does not trade (so its trades cannot depend on them), to the namespace's market trades topic: the
 worker turns them into ``SetReferencePrice`` commands, which are compared with what the pure
-forwarding rules (:func:`~brokerflow.exchange_schedule.offer_price`) give for the same trades.
+forwarding rules (:func:`~brokerflow.exchange.schedule.offer_price`) give for the same trades.
 
 Everything lives in its own namespace (topic prefix ``demo-exchange.``, Faust app id
 ``brokerflow-demo-exchange``, data dir ``STACK_DIR/demo-exchange``), wiped first, so every run
@@ -34,13 +34,13 @@ from pathlib import Path
 
 from brokerflow.connectors import parse_frame
 from brokerflow.connectors.tape import read_tape, sample_tape_path
-from brokerflow.exchange_io import TopicRecord, follow_topic, publish_commands
-from brokerflow.exchange_schedule import ReferenceState, offer_price, release_held
+from brokerflow.exchange.io import TopicRecord, follow_topic, publish_commands
+from brokerflow.exchange.schedule import ReferenceState, offer_price, release_held
 from brokerflow.kafka_io import producer, publish
-from brokerflow.matching import tapegen
 from brokerflow.matching.replay import load_rules, replay
 from brokerflow.schemas import SetReferencePrice, Trade, decode
 from brokerflow.settings import Settings
+from brokerflow.tapes import orders as tapegen
 from brokerflow.topics import catalog, reset_topics
 
 __all__ = [

@@ -9,7 +9,7 @@
    Redis and tails the bars topic with ``kcat``.
 4. The exchange: a generated order tape matched by a real ``faust -A brokerflow.app worker``
    (exactly-once, RocksDB tables), its trades checked against ``brokerflow match``'s replay
-   (:mod:`brokerflow.demo_exchange`).
+   (:mod:`brokerflow.demo.exchange`).
 
 The market-data part runs in its own namespace (topic prefix ``demo.``, database
 ``brokerflow_demo``, Redis prefix ``demo:``) that it wipes first, so every run prints the same
@@ -245,7 +245,7 @@ def run_demo(settings: Settings, *, bring_up: bool = True) -> int:
     market_ok = _market_data(settings)
 
     _section("exchange: order tape -> Faust worker (exactly-once) -> trades and order events")
-    from brokerflow.demo_exchange import print_exchange_demo
+    from brokerflow.demo.exchange import print_exchange_demo
 
     exchange_ok = print_exchange_demo(settings)
 
