@@ -8,6 +8,7 @@ configuring to run offline.
 from __future__ import annotations
 
 from datetime import time
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -337,6 +338,56 @@ class Settings(BaseSettings):
         "acknowledge (broker down) before it exits with an error; 0: wait for ever",
     )
 
+    # --- broker: accounts agent, instruments, fees -------------------------------------------
+    instruments_path: str = Field(
+        "",
+        description="JSON instrument catalog (currency, tick and lot size, session, settlement "
+        "cycle, fees per symbol) read by the exchange and the broker; empty: the bundled one",
+    )
+    broker_market_buy_collar_pct: Decimal = Field(
+        Decimal("5"),
+        ge=0,
+        description="A MARKET buy holds quantity x last price x (1 + this %) plus fees",
+    )
+    broker_b3_trading_fee_pct: Decimal = Field(
+        Decimal("0.005"), ge=0, description="B3 trading fee, % of notional per side"
+    )
+    broker_b3_settlement_fee_pct: Decimal = Field(
+        Decimal("0.025"), ge=0, description="B3 settlement fee, % of notional per side"
+    )
+    broker_crypto_fee_pct: Decimal = Field(
+        Decimal("0.1"), ge=0, description="Crypto trading fee, % of notional per side"
+    )
+    broker_execution_reports: bool = Field(
+        True,
+        description="The exchange also sends each order event and trade of an order with an "
+        "account to execution-reports-v1, keyed by account (the broker's settlement input)",
+    )
+
+    # --- broker: API ------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Where the order API listens")
+    api_port: int = Field(8000, ge=1, le=65535, description="Order API port")
+    api_jwt_secret: str = Field(
+        "",
+        description="HS256 signing secret of access tokens; empty: a random one is made once and "
+        "kept in STACK_DIR/api-jwt-secret (mode 0600). Never commit a real one",
+    )
+    api_token_ttl_s: int = Field(3600, ge=60, description="Access-token lifetime, in seconds")
+    api_decision_wait_ms: int = Field(
+        2000,
+        ge=0,
+        description="How long POST /orders waits for the accounts agent's decision before it "
+        "answers 202 PENDING (the decision then follows as an event)",
+    )
+    api_idempotency_ttl_s: int = Field(
+        86_400, ge=1, description="How long an idempotency key and its stored response live"
+    )
+    api_rate_limit: str = Field(
+        "50/second",
+        description="Requests per user (the `limits` library's notation, e.g. 50/second, "
+        "1000/minute)",
+    )
+
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
@@ -345,7 +396,12 @@ class Settings(BaseSettings):
     kafka_acks: Literal["0", "1", "all"] = Field("all", description="Producer acks")
 
     # --- operations -------------------------------------------------------------------------
-    metrics_port: int = Field(8000, ge=0, le=65535, description="Prometheus metrics port")
+    metrics_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        description="Prometheus metrics port of a flow (`brokerflow run` gives each service one)",
+    )
     validate_on_start: bool = Field(
         True, description="Check config and reachability of services before starting"
     )

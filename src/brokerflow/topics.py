@@ -66,6 +66,9 @@ class TopicCatalog:
     order_events: TopicSpec
     trade_executions: TopicSpec
     ledger_events: TopicSpec
+    account_commands: TopicSpec
+    account_events: TopicSpec
+    execution_reports: TopicSpec
     notifications: TopicSpec
     dead_letters: TopicSpec
 
@@ -186,12 +189,59 @@ def catalog(settings: Settings) -> TopicCatalog:
                 "CashWithdrawn",
                 "FundsHeld",
                 "FundsReleased",
+                "CustodyTransferredIn",
+                "CashSettled",
                 "SharesHeld",
                 "SharesReleased",
                 "FillSettled",
             ),
             retention_ms=RETAIN_FOREVER,
             description="Account cash, holds and settled fills, keyed by account",
+        ),
+        account_commands=spec(
+            "account_commands",
+            "account-commands-v1",
+            partitions=n,
+            key="accountId",
+            value_types=(
+                "OpenAccount",
+                "DepositCash",
+                "WithdrawCash",
+                "TransferCustody",
+                "RequestOrder",
+                "RequestCancel",
+                "RequestAmend",
+            ),
+            retention_ms=RETAIN_FOREVER,
+            description="API -> accounts agent requests, keyed by account (decided in log order)",
+        ),
+        account_events=spec(
+            "account_events",
+            "account-events-v1",
+            partitions=n,
+            key="accountId",
+            value_types=("RequestAccepted", "RequestRefused", "CancelRequestRejected"),
+            retention_ms=RETAIN_FOREVER,
+            description="The accounts agent's decision on each request, keyed by account",
+        ),
+        execution_reports=spec(
+            "execution_reports",
+            "execution-reports-v1",
+            partitions=n,
+            key="accountId",
+            value_types=(
+                "OrderAccepted",
+                "OrderRejected",
+                "OrderPartiallyFilled",
+                "OrderFilled",
+                "OrderCancelled",
+                "OrderExpired",
+                "OrderAmended",
+                "TradeExecuted",
+            ),
+            retention_ms=RETAIN_FOREVER,
+            description="Exchange -> broker: each order event and trade of an account's orders, "
+            "re-keyed by account (a trade reaches both sides)",
         ),
         notifications=spec(
             "notifications",

@@ -14,14 +14,32 @@ orders                 PlaceOrder, CancelOrder, AmendOrder, CloseSession, SetRef
 trades                 TradeExecuted
 market                 Trade, BestBidAsk, Quote (normalized vendor ticks)
 stats                  BarClosed
-ledger                 AccountOpened, CashDeposited, CashWithdrawn, FundsHeld, FundsReleased,
-                       SharesHeld, SharesReleased, FillSettled
+ledger                 AccountOpened, CashDeposited, CashWithdrawn, CustodyTransferredIn,
+                       CashSettled, FundsHeld, FundsReleased, SharesHeld, SharesReleased,
+                       FillSettled
+accounts               OpenAccount, DepositCash, WithdrawCash, TransferCustody, RequestOrder,
+                       RequestCancel, RequestAmend (requests); RequestAccepted, RequestRefused,
+                       CancelRequestRejected (decisions)
 notifications          OrderUpdateNotification (type ``OrderUpdate``), PriceAlertTriggered
 deadletter             DeadLetter
 =====================  =========================================================================
 """
 
 from brokerflow.errors import SchemaError, UnknownMessageError
+from brokerflow.schemas.accounts import (
+    AccountCommand,
+    AccountEvent,
+    CancelRequestRejected,
+    DepositCash,
+    OpenAccount,
+    RequestAccepted,
+    RequestAmend,
+    RequestCancel,
+    RequestOrder,
+    RequestRefused,
+    TransferCustody,
+    WithdrawCash,
+)
 from brokerflow.schemas.base import (
     Currency,
     DecimalStr,
@@ -35,7 +53,9 @@ from brokerflow.schemas.deadletter import DeadLetter, PayloadEncoding
 from brokerflow.schemas.ledger import (
     AccountOpened,
     CashDeposited,
+    CashSettled,
     CashWithdrawn,
+    CustodyTransferredIn,
     FillSettled,
     FundsHeld,
     FundsReleased,
@@ -88,6 +108,8 @@ from brokerflow.schemas.trades import TradeExecuted
 __all__ = [
     "MESSAGE_CLASSES",
     "REGISTRY",
+    "AccountCommand",
+    "AccountEvent",
     "AccountOpened",
     "AlertCondition",
     "AmendOrder",
@@ -95,12 +117,16 @@ __all__ = [
     "BarWindow",
     "BestBidAsk",
     "CancelOrder",
+    "CancelRequestRejected",
     "CashDeposited",
+    "CashSettled",
     "CashWithdrawn",
     "CloseSession",
     "Currency",
+    "CustodyTransferredIn",
     "DeadLetter",
     "DecimalStr",
+    "DepositCash",
     "FillSettled",
     "FundsHeld",
     "FundsReleased",
@@ -110,6 +136,7 @@ __all__ = [
     "NonNegativeDecimal",
     "Notification",
     "NotificationChannel",
+    "OpenAccount",
     "OrderAccepted",
     "OrderAmended",
     "OrderCancelled",
@@ -129,6 +156,11 @@ __all__ = [
     "PositiveDecimal",
     "PriceAlertTriggered",
     "Quote",
+    "RequestAccepted",
+    "RequestAmend",
+    "RequestCancel",
+    "RequestOrder",
+    "RequestRefused",
     "SchemaError",
     "SetReferencePrice",
     "SharesHeld",
@@ -138,9 +170,11 @@ __all__ = [
     "TimeInForce",
     "Trade",
     "TradeExecuted",
+    "TransferCustody",
     "UnknownMessageError",
     "UtcDatetime",
     "Venue",
+    "WithdrawCash",
     "decode",
     "encode",
     "message_class",

@@ -25,16 +25,21 @@ from brokerflow.schemas import (
     BarWindow,
     BestBidAsk,
     CancelOrder,
+    CancelRequestRejected,
     CashDeposited,
+    CashSettled,
     CashWithdrawn,
     CloseSession,
+    CustodyTransferredIn,
     DeadLetter,
+    DepositCash,
     FillSettled,
     FundsHeld,
     FundsReleased,
     HoldReleaseReason,
     Message,
     NotificationChannel,
+    OpenAccount,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -50,6 +55,11 @@ from brokerflow.schemas import (
     PlaceOrder,
     PriceAlertTriggered,
     Quote,
+    RequestAccepted,
+    RequestAmend,
+    RequestCancel,
+    RequestOrder,
+    RequestRefused,
     SetReferencePrice,
     SharesHeld,
     SharesReleased,
@@ -57,6 +67,8 @@ from brokerflow.schemas import (
     TimeInForce,
     Trade,
     TradeExecuted,
+    TransferCustody,
+    WithdrawCash,
 )
 
 __all__ = ["EXAMPLES", "example_of"]
@@ -381,6 +393,111 @@ SHARES_RELEASED = SharesReleased(
     event_time=datetime(2026, 1, 2, 21, 0, tzinfo=UTC),
 )
 
+CUSTODY_TRANSFERRED_IN = CustodyTransferredIn(
+    account_id="acc-42",
+    sequence=8,
+    entry_id="acc-42:8",
+    currency="BRL",
+    symbol="VALE3",
+    quantity=Decimal("200"),
+    price=Decimal("61.20"),
+    position_quantity=Decimal("200"),
+    average_price=Decimal("61.20"),
+    event_time=datetime(2026, 1, 2, 15, 10, tzinfo=UTC),
+)
+CASH_SETTLED = CashSettled(
+    account_id="acc-42",
+    sequence=9,
+    entry_id="acc-42:9",
+    currency="BRL",
+    trade_id="trd-0002",
+    amount=Decimal("6118.16"),
+    settlement_date=date(2026, 1, 6),
+    event_time=datetime(2026, 1, 6, 12, 0, tzinfo=UTC),
+)
+
+# --- account requests and decisions ------------------------------------------------------------
+
+OPEN_ACCOUNT = OpenAccount(
+    request_id="req-0001",
+    account_id="acc-42",
+    user_id="usr-42",
+    event_time=datetime(2026, 1, 2, 12, 0, tzinfo=UTC),
+)
+DEPOSIT_CASH = DepositCash(
+    request_id="req-0002",
+    account_id="acc-42",
+    currency="BRL",
+    amount=Decimal("100000.00"),
+    reference="pix-e2e-0001",
+    event_time=datetime(2026, 1, 2, 12, 5, tzinfo=UTC),
+)
+WITHDRAW_CASH = WithdrawCash(
+    request_id="req-0003",
+    account_id="acc-42",
+    currency="BRL",
+    amount=Decimal("500.00"),
+    event_time=datetime(2026, 1, 2, 14, 0, tzinfo=UTC),
+)
+TRANSFER_CUSTODY = TransferCustody(
+    request_id="req-0004",
+    account_id="acc-42",
+    symbol="VALE3",
+    quantity=Decimal("200"),
+    average_price=Decimal("61.20"),
+    event_time=datetime(2026, 1, 2, 15, 10, tzinfo=UTC),
+)
+REQUEST_ORDER = RequestOrder(
+    request_id="ord-0001",
+    account_id="acc-42",
+    order_id="ord-0001",
+    symbol="PETR4",
+    side=Side.BUY,
+    order_type=OrderType.LIMIT,
+    time_in_force=TimeInForce.DAY,
+    quantity=Decimal("100"),
+    price=Decimal("38.12"),
+    idempotency_key="5f0c6c1e-2b1e-4c59-9d0f-1f4a2c3b9e10",
+    event_time=datetime(2026, 1, 2, 13, 30, 0, 123000, tzinfo=UTC),
+)
+REQUEST_CANCEL = RequestCancel(
+    request_id="req-0005",
+    account_id="acc-42",
+    order_id="ord-0001",
+    event_time=datetime(2026, 1, 2, 13, 31, tzinfo=UTC),
+)
+REQUEST_AMEND = RequestAmend(
+    request_id="req-0006",
+    account_id="acc-42",
+    order_id="ord-0001",
+    quantity=Decimal("60"),
+    event_time=datetime(2026, 1, 2, 13, 30, 30, tzinfo=UTC),
+)
+REQUEST_ACCEPTED = RequestAccepted(
+    request_id="ord-0001",
+    account_id="acc-42",
+    command="RequestOrder",
+    order_id="ord-0001",
+    event_time=datetime(2026, 1, 2, 13, 30, 0, 123000, tzinfo=UTC),
+)
+REQUEST_REFUSED = RequestRefused(
+    request_id="req-0003",
+    account_id="acc-42",
+    command="WithdrawCash",
+    code="INSUFFICIENT_FUNDS",
+    message="withdrawable BRL is 120.00 (settled cash not held for open orders); asked 500.00",
+    event_time=datetime(2026, 1, 2, 14, 0, tzinfo=UTC),
+)
+CANCEL_REQUEST_REJECTED = CancelRequestRejected(
+    request_id="req-0005",
+    account_id="acc-42",
+    command="RequestCancel",
+    order_id="ord-0001",
+    reason="UNKNOWN_ORDER",
+    detail="the order was filled before the cancel reached the exchange",
+    event_time=datetime(2026, 1, 2, 13, 31, tzinfo=UTC),
+)
+
 # --- notifications ---------------------------------------------------------------------------
 
 ORDER_UPDATE_NOTIFICATION = OrderUpdateNotification(
@@ -456,6 +573,18 @@ EXAMPLES: list[Message] = [
     CASH_WITHDRAWN,
     SHARES_HELD,
     SHARES_RELEASED,
+    CUSTODY_TRANSFERRED_IN,
+    CASH_SETTLED,
+    OPEN_ACCOUNT,
+    DEPOSIT_CASH,
+    WITHDRAW_CASH,
+    TRANSFER_CUSTODY,
+    REQUEST_ORDER,
+    REQUEST_CANCEL,
+    REQUEST_AMEND,
+    REQUEST_ACCEPTED,
+    REQUEST_REFUSED,
+    CANCEL_REQUEST_REJECTED,
     ORDER_UPDATE_NOTIFICATION,
     PRICE_ALERT_TRIGGERED,
     DEAD_LETTER,

@@ -17,6 +17,7 @@ exactly-once effect).
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -39,7 +40,9 @@ from brokerflow.schemas.orders import Side
 __all__ = [
     "AccountOpened",
     "CashDeposited",
+    "CashSettled",
     "CashWithdrawn",
+    "CustodyTransferredIn",
     "FillSettled",
     "FundsHeld",
     "FundsReleased",
@@ -97,6 +100,28 @@ class CashWithdrawn(_LedgerEventBase):
     type: Literal["CashWithdrawn"] = "CashWithdrawn"
     amount: PositiveDecimal
     reference: Id | None = None
+
+
+class CustodyTransferredIn(_LedgerEventBase):
+    """Shares moved in from another custodian at a cost basis (no cash moves)."""
+
+    type: Literal["CustodyTransferredIn"] = "CustodyTransferredIn"
+    symbol: Symbol
+    quantity: PositiveDecimal
+    #: The cost basis of the shares moved in.
+    price: PositiveDecimal
+    #: The position after the transfer, at average cost.
+    position_quantity: PositiveDecimal
+    average_price: PositiveDecimal
+
+
+class CashSettled(_LedgerEventBase):
+    """Sale proceeds reach their settlement date: unsettled cash becomes withdrawable."""
+
+    type: Literal["CashSettled"] = "CashSettled"
+    trade_id: Id
+    amount: PositiveDecimal
+    settlement_date: date
 
 
 class FundsHeld(_LedgerEventBase):
@@ -160,6 +185,9 @@ class FillSettled(_LedgerEventBase):
     average_price: PositiveDecimal | None
     #: (price - average cost) * quantity - fees on a SELL; 0 on a BUY.
     realized_pnl: DecimalStr
+    #: Set when the cash of this fill is unsettled until that date (a B3 sale settles D+2):
+    #: spendable at once, withdrawable only after the ``CashSettled`` that date brings.
+    settlement_date: date | None = None
 
     @model_validator(mode="after")
     def _agrees_with_the_trade(self) -> FillSettled:
@@ -205,6 +233,8 @@ LedgerEvent = Annotated[
     AccountOpened
     | CashDeposited
     | CashWithdrawn
+    | CustodyTransferredIn
+    | CashSettled
     | FundsHeld
     | FundsReleased
     | SharesHeld

@@ -21,12 +21,26 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from brokerflow.errors import SchemaError, UnknownMessageError
+from brokerflow.schemas.accounts import (
+    CancelRequestRejected,
+    DepositCash,
+    OpenAccount,
+    RequestAccepted,
+    RequestAmend,
+    RequestCancel,
+    RequestOrder,
+    RequestRefused,
+    TransferCustody,
+    WithdrawCash,
+)
 from brokerflow.schemas.base import Message
 from brokerflow.schemas.deadletter import DeadLetter
 from brokerflow.schemas.ledger import (
     AccountOpened,
     CashDeposited,
+    CashSettled,
     CashWithdrawn,
+    CustodyTransferredIn,
     FillSettled,
     FundsHeld,
     FundsReleased,
@@ -84,11 +98,24 @@ MESSAGE_CLASSES: Final[tuple[type[Message], ...]] = (
     AccountOpened,
     CashDeposited,
     CashWithdrawn,
+    CustodyTransferredIn,
+    CashSettled,
     FundsHeld,
     FundsReleased,
     SharesHeld,
     SharesReleased,
     FillSettled,
+    # account requests and decisions
+    OpenAccount,
+    DepositCash,
+    WithdrawCash,
+    TransferCustody,
+    RequestOrder,
+    RequestCancel,
+    RequestAmend,
+    RequestAccepted,
+    RequestRefused,
+    CancelRequestRejected,
     # notifications
     OrderUpdateNotification,
     PriceAlertTriggered,

@@ -77,6 +77,7 @@ def test_fill_settled_wire_form() -> None:
         "positionQuantity": "40",
         "averagePrice": "38.10",
         "realizedPnl": "0",
+        "settlementDate": None,
         "eventTime": "2026-01-02T13:30:02.040000Z",
     }
 
