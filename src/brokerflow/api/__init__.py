@@ -1,0 +1,1 @@
+"""The order API (FastAPI): users, auth, funding, orders, account and portfolio reads."""

@@ -1,0 +1,1 @@
+"""`brokerflow run`: the whole system as supervised child processes."""
