@@ -28,6 +28,7 @@ from brokerflow.matching.engine import EngineState, MatchingEngine
 from brokerflow.matching.events import (
     Event,
     Reason,
+    event_account_id,
     event_order_id,
     event_sequence,
     event_type,
@@ -64,6 +65,7 @@ __all__ = [
     "SymbolRules",
     "TopOfBook",
     "amend_command",
+    "event_account_id",
     "event_order_id",
     "event_sequence",
     "event_type",

@@ -53,6 +53,7 @@ __all__ = [
     "Event",
     "EventCodec",
     "Reason",
+    "event_account_id",
     "event_order_id",
     "event_sequence",
     "event_type",
@@ -147,6 +148,17 @@ def event_sequence(event: Event) -> int:
     if len(event) == 3:  # a fill: (type, trade, offset)
         return event[1][2] + event[2]
     return event[2]
+
+
+def event_account_id(event: Event) -> str | None:
+    """The account of the order an order event is about (``None`` for a trade, a duplicate, or
+    an order placed without one)."""
+    kind = event[0]
+    if kind == TRADE_EXECUTED or kind == ORDER_DUPLICATE_IGNORED:
+        return None
+    if len(event) == 3:  # a fill: the maker's (offset 1) or the taker's (offset 2)
+        return event[1][11] if event[2] == 1 else event[1][10]
+    return event[5]
 
 
 def event_order_id(event: Event) -> str | None:

@@ -32,6 +32,7 @@ def test_all_is_exactly_the_public_surface() -> None:
             "SymbolRules",
             "TopOfBook",
             "amend_command",
+            "event_account_id",
             "event_order_id",
             "event_sequence",
             "event_type",

@@ -16,6 +16,8 @@ from brokerflow.matching import (
     MatchingEngine,
     SelfTradePrevention,
     SymbolRules,
+    event_account_id,
+    event_order_id,
     event_sequence,
     event_type,
     to_json,
@@ -125,6 +127,21 @@ def test_sequences_are_gap_free_per_symbol(tape_events: list[Event]) -> None:
         assert event_sequence(event) == last.get(symbol, 0) + 1
         assert to_wire(event)["sequence"] == event_sequence(event)
         last[symbol] = event_sequence(event)
+
+
+def test_account_and_order_accessors_agree_with_the_wire_dict(tape_events: list[Event]) -> None:
+    """The exchange routes execution reports by ``event_account_id``: it must name the account
+    the wire event names, fills of both sides included."""
+    routed = 0
+    for event in tape_events:
+        wire = to_wire(event)
+        if wire["type"] in ("TradeExecuted", "OrderDuplicateIgnored"):
+            assert event_account_id(event) is None
+            continue
+        assert event_account_id(event) == wire["accountId"]
+        assert event_order_id(event) == wire["orderId"]
+        routed += wire["accountId"] is not None
+    assert routed > 100
 
 
 def test_ids_and_times_with_awkward_characters_are_escaped() -> None:
