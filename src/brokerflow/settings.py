@@ -387,6 +387,17 @@ class Settings(BaseSettings):
         description="Requests per user (the `limits` library's notation, e.g. 50/second, "
         "1000/minute)",
     )
+    api_redis_prefix: str = Field(
+        "api:",
+        description="Prefix of every Redis key the API writes (idempotency keys, rate-limit "
+        "windows); the market cache it reads keeps STATS_REDIS_PREFIX",
+    )
+    api_io_timeout_ms: int = Field(
+        5000,
+        ge=1,
+        description="Longest the API waits on Kafka, MongoDB or Redis for one call before it "
+        "answers 503 naming the service",
+    )
 
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
