@@ -1,0 +1,78 @@
+"""``create_app(settings)``: the broker's HTTP API as an ASGI app (FastAPI).
+
+The lifespan opens Kafka (producer and decision reader), MongoDB and Redis, and closes them; the
+app starts even when one of them is down, and answers 503 naming it until it is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from brokerflow.api import account, assets, orders, users
+from brokerflow.api.context import ApiContext
+from brokerflow.api.deps import Context, RateLimitHeaders
+from brokerflow.api.errors import install_error_handlers
+from brokerflow.broker import BrokerRules
+from brokerflow.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+DESCRIPTION = """
+The broker of brokerflow: sign up, fund the account, place and follow orders.
+
+1. `POST /api/v1/users` then `POST /api/v1/auth/token`; send the token as
+   `Authorization: Bearer <accessToken>` (the **Authorize** button here).
+2. `POST /api/v1/account/deposits`, then `POST /api/v1/orders`.
+
+JSON keys are camelCase, decimals are strings (`"38.12"`), times ISO 8601 in UTC (`Z`). Every
+error is `{"code", "message", ...}`; `field` names the input at fault. Orders accept an
+idempotency key (`Idempotency-Key` header or `idempotencyKey`): a retry returns the first
+answer, never a second order.
+"""
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    kafka: bool
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for these settings (the environment's when None). Nothing connects until the
+    lifespan starts, so building an app is cheap and safe."""
+    settings = settings or get_settings()
+    rules = BrokerRules.from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await ApiContext.open(settings, rules)
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            app.state.ctx = None
+            await ctx.close()
+
+    app = FastAPI(
+        title="brokerflow broker API",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.ctx = None
+    install_error_handlers(app)
+    app.add_middleware(RateLimitHeaders)
+    for module in (users, account, assets, orders):
+        app.include_router(module.router)
+
+    @app.get("/api/v1/health", response_model=Health, tags=["health"], summary="Liveness")
+    async def health(ctx: Context) -> Health:
+        """`ok` when Kafka is connected (MongoDB and Redis are checked by each request)."""
+        connected = ctx.kafka.waiter.running
+        return Health(status="ok" if connected else "degraded", kafka=connected)
+
+    return app
