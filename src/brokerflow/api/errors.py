@@ -220,6 +220,14 @@ def validation_error(errors: Sequence[Mapping[str, Any]]) -> ApiError:
 def _http_error(status: int, detail: Any) -> ApiError:
     if status == 404:
         return ApiError(404, "NOT_FOUND", "no such resource; the API is described at /docs")
+    if status == 400:  # FastAPI's only 400: a body it could not read (not UTF-8...)
+        return ApiError(
+            400,
+            "MALFORMED_JSON",
+            f"{detail if isinstance(detail, str) else 'the body could not be read'}; send a "
+            "UTF-8 JSON object",
+            field="body",
+        )
     if status == 405:
         return ApiError(405, "METHOD_NOT_ALLOWED", "this method is not allowed here; see /docs")
     try:

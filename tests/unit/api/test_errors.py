@@ -142,6 +142,11 @@ async def test_fastapi_errors_come_out_in_the_one_shape() -> None:
     assert (response.status_code, response.json()["code"]) == (404, "NOT_FOUND")
     response = await _call("DELETE", "/things")
     assert (response.status_code, response.json()["code"]) == (405, "METHOD_NOT_ALLOWED")
+    response = await _call(
+        "POST", "/things", content=b"\xe4", headers={"Content-Type": "application/json"}
+    )
+    assert (response.status_code, response.json()["code"]) == (400, "MALFORMED_JSON")
+
     response = await _call("GET", "/teapot")
     assert response.json() == {"code": "I_M_A_TEAPOT", "message": "no coffee"}
 
