@@ -152,6 +152,18 @@ class Settings(BaseSettings):
         description="Tape replay speed: 1 = recorded pace, 10 = ten times faster, 0 = as fast "
         "as possible",
     )
+    tape_loop: bool = Field(
+        False,
+        description="Replay the tape for ever: each pass starts over at its first line, its "
+        "times moved one tape length on and its trade and book ids past the previous pass's, so "
+        "no pass repeats a record (`brokerflow run` turns it on for its ingest)",
+    )
+    tape_shift_to_now: bool = Field(
+        False,
+        description="Move the tape's receive and event times (whole seconds) so that the first "
+        "frame of each pass is now: bars look current and live windows close "
+        "(`brokerflow run` turns it on for its ingest)",
+    )
 
     # --- stats flow (flows/stats.py) --------------------------------------------------------
     stats_windows: Annotated[list[str], NoDecode] = Field(
