@@ -411,6 +411,19 @@ class Settings(BaseSettings):
         "answers 503 naming the service",
     )
 
+    # --- broker: read-model projector (brokerflow.projections) -------------------------------
+    projections_group_id: str = Field(
+        "brokerflow-projections",
+        description="Consumer group of the read-model projector (order, ledger and account "
+        "events -> MongoDB orders, accounts, positions); a new group replays from the start",
+    )
+    projections_batch_max: int = Field(
+        500,
+        ge=1,
+        description="Most records the projector folds and writes to MongoDB at once (one "
+        "read and a few conditional updates per collection per batch)",
+    )
+
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
