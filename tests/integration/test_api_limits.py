@@ -10,6 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.api.security import Principal, TokenCodec
 from brokerflow.settings import Settings
+from brokerflow.stack.kafka import KafkaService
 
 from .api_harness import LIMIT_BUY, api_namespace, sign_up
 
@@ -131,3 +132,34 @@ async def test_mongo_down_is_503(settings: Settings, unique: str, mongo_db: Asyn
         assert response.status_code == 503
         assert response.json()["code"] == "MONGO_UNAVAILABLE"
         assert f"MongoDB at {mongo_url} is unavailable" in response.json()["message"]
+
+
+async def test_kafka_lost_mid_session_is_503_not_a_hang(
+    settings: Settings, unique: str, mongo_db: AsyncDatabase, throwaway_broker: KafkaService
+) -> None:
+    """The broker dies after the API connected: the send is bounded (API_IO_TIMEOUT_MS) and the
+    answer is 503 naming the servers; the order is left PENDING, for a retry with its key."""
+    async with (
+        asyncio.timeout(HANG_GUARD_S),
+        api_namespace(
+            settings,
+            unique,
+            mongo_db,
+            stand_in=False,
+            kafka_bootstrap_servers=throwaway_broker.bootstrap,
+            api_io_timeout_ms=2000,
+            api_decision_wait_ms=200,
+        ) as api,
+    ):
+        user = await sign_up(api.client, "ana")
+        assert throwaway_broker.stop()
+        keyed = {**user.auth, "Idempotency-Key": "during-outage"}
+        response = await api.client.post("/api/v1/orders", json=LIMIT_BUY, headers=keyed)
+        assert response.status_code == 503
+        assert response.json()["code"] == "KAFKA_UNAVAILABLE"
+        assert f"Kafka at {throwaway_broker.bootstrap}" in response.json()["message"]
+        (order,) = await api.db["orders"].find({"userId": user.user_id}).to_list()
+        assert order["status"] == "PENDING"
+        # The key was given back: a retry runs again (and fails the same way while Kafka is down).
+        again = await api.client.post("/api/v1/orders", json=LIMIT_BUY, headers=keyed)
+        assert again.status_code == 503

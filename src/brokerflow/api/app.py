@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from brokerflow.api import account, assets, orders, users
 from brokerflow.api.context import ApiContext
 from brokerflow.api.deps import Context, RateLimitHeaders
-from brokerflow.api.errors import install_error_handlers
+from brokerflow.api.errors import error_responses, install_error_handlers
 from brokerflow.broker import BrokerRules
 from brokerflow.settings import Settings, get_settings
 
@@ -69,7 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (users, account, assets, orders):
         app.include_router(module.router)
 
-    @app.get("/api/v1/health", response_model=Health, tags=["health"], summary="Liveness")
+    @app.get(
+        "/api/v1/health",
+        response_model=Health,
+        responses=error_responses(503),
+        tags=["health"],
+        summary="Liveness, and whether Kafka is connected",
+    )
     async def health(ctx: Context) -> Health:
         """`ok` when Kafka is connected (MongoDB and Redis are checked by each request)."""
         connected = ctx.kafka.waiter.running

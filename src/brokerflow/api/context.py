@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from brokerflow.api.decisions import Decision, DecisionWaiter
+from brokerflow.api.decisions import Decision, DecisionWaiter, close_quietly
 from brokerflow.api.errors import ApiError, unavailable
 from brokerflow.api.idempotency import IdempotencyStore
 from brokerflow.api.ratelimit import UserRateLimiter
@@ -102,7 +102,7 @@ class KafkaLink:
             await self.waiter.start()
             stack.push_async_callback(self.waiter.stop)
         except Exception as exc:
-            await stack.aclose()
+            await close_quietly(stack, "API producer")
             # KafkaUnavailableError already says "Kafka at ... is unavailable": keep its cause.
             cause = exc.__cause__ if isinstance(exc, KafkaUnavailableError) else None
             self.last_error = _short(cause or exc)
@@ -124,7 +124,7 @@ class KafkaLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retry
         if self._stack is not None:
-            await self._stack.aclose()
+            await close_quietly(self._stack, "API producer")
         self._producer = self._stack = None
 
     def require(self) -> None:

@@ -32,11 +32,28 @@ from brokerflow.schemas.accounts import RequestAccepted, RequestRefused
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog
 
-__all__ = ["Decision", "DecisionWaiter", "Waiting"]
+__all__ = ["Decision", "DecisionWaiter", "Waiting", "close_quietly"]
 
 log = logging.getLogger(__name__)
 
 Decision = RequestAccepted | RequestRefused
+
+
+async def close_quietly(stack: AsyncExitStack, what: str) -> None:
+    """Close Kafka clients on the way out without letting their errors escape.
+
+    aiokafka 0.14 can raise CancelledError out of ``stop()`` when the broker is gone (its fetch
+    task's cancellation leaks); that is not a cancellation of ours unless this task is being
+    cancelled, and must not break the app's shutdown."""
+    try:
+        await stack.aclose()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("%s: Kafka client stopped uncleanly (broker gone)", what)
+    except Exception as exc:
+        log.warning("%s: Kafka client stopped uncleanly: %s", what, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +93,7 @@ class DecisionWaiter:
             )
             await self._assign_at_end(reader)
         except BaseException:
-            await stack.aclose()
+            await close_quietly(stack, "decision reader")
             raise
         self._stack = stack
         self._task = asyncio.create_task(self._run(reader), name="decision-waiter")
@@ -109,7 +126,7 @@ class DecisionWaiter:
                 await self._task
             self._task = None
         if self._stack is not None:
-            await self._stack.aclose()
+            await close_quietly(self._stack, "decision reader")
             self._stack = None
         for futures in self._waiting.values():
             for future in futures:

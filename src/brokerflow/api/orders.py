@@ -270,7 +270,13 @@ _PLACE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "model": OrderAnswer,
         "description": "Accepted (funds held, sent to the exchange) or PENDING (decision "
         "follows). A replay of an idempotent request says `Idempotent-Replayed: true`",
-        "headers": {"Location": {"description": "The order", "schema": {"type": "string"}}},
+        "headers": {
+            "Location": {"description": "The order", "schema": {"type": "string"}},
+            REPLAYED_HEADER: {
+                "description": "`true` on a replay of an idempotent request's first answer",
+                "schema": {"type": "string", "enum": ["true"]},
+            },
+        },
     },
     **error_responses(400, 401, 403, 404, 409, 422, 429, 503),
 }
@@ -330,7 +336,9 @@ async def place_order(
             "REQUEST_IN_PROGRESS",
             "a request with this idempotency key is still being processed; retry shortly",
             field="idempotencyKey",
+            headers={"Retry-After": "1"},
             order_id=order_id,
+            retry_after=1,
         )
     if claim.outcome == "mismatch":
         raise ApiError(
