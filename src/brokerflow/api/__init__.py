@@ -4,7 +4,7 @@ Run it with ``uvicorn brokerflow.api:app`` (settings from the environment and ``
 ``python -m brokerflow.api`` (``API_HOST``/``API_PORT``); OpenAPI at ``/docs`` and
 ``/openapi.json``. Build one for given settings with :func:`create_app`.
 
-Where a reader starts: ``app.py`` (the app and its lifespan), ``orders.py`` (placing an order,
+Where a reader starts: ``factory.py`` (the app and its lifespan), ``orders.py`` (placing an order,
 step by step), ``idempotency.py``, ``decisions.py`` (waiting for the accounts agent),
 ``errors.py`` (the one error shape and each status).
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from brokerflow.api.app import create_app
+    from brokerflow.api.factory import create_app
 
     app: FastAPI
 
@@ -30,12 +30,12 @@ def __getattr__(name: str) -> Any:
     # reads no environment.
     global _app
     if name == "create_app":
-        from brokerflow.api.app import create_app
+        from brokerflow.api.factory import create_app
 
         return create_app
     if name == "app":
         if _app is None:
-            from brokerflow.api.app import create_app
+            from brokerflow.api.factory import create_app
 
             _app = create_app()
         return _app
