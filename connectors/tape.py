@@ -19,6 +19,13 @@ Record a live session and replay it ten times faster::
 
 The bundled :func:`sample_tape_path` (30 minutes of synthetic Binance and Brapi traffic, made
 by ``python -m brokerflow.tapes.market``) feeds the ingest benchmark.
+
+Looping a tape and moving it to "now" (``brokerflow run`` keeps a live system fed this way):
+:func:`shift_frame` moves a frame's receive time and the event times inside its raw text by a
+whole number of seconds (so every precision and time format survives unchanged) and, for pass
+``n`` of a loop, moves Binance trade and book-update ids by ``n`` times their range in the tape
+(:func:`measure_tape`), so no pass repeats an id or a time of another: downstream dedup (the
+MongoDB history's ids, the Brapi repeated-quote filter) treats each pass as new data.
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ import gzip
 import io
 import json
 import math
+import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
 from importlib.resources import files
 from os import PathLike
 from pathlib import Path
@@ -40,17 +50,21 @@ from brokerflow.errors import BrokerflowError
 from brokerflow.schemas.base import format_utc
 
 from ._backoff import Sleep
-from ._frames import Frame, ParseResult
+from ._frames import Frame, ParseResult, from_epoch_millis, from_epoch_seconds
 from ._parse import VENDORS, parse_frame
 
 __all__ = [
     "TapeError",
+    "TapeExtent",
     "TapePlayer",
     "TapeRecorder",
     "decode_tape_line",
     "encode_tape_line",
+    "measure_tape",
     "read_tape",
     "sample_tape_path",
+    "shift_frame",
+    "shift_to_now",
 ]
 
 StrPath = str | PathLike[str]
@@ -181,3 +195,150 @@ class TapePlayer:
         """Each frame through :func:`parse_frame`, exactly as the live ingest parses it."""
         async for frame in self.frames():
             yield parse_frame(*frame)
+
+
+# --- looping and shifting a tape ------------------------------------------------------------------
+#: Binance fields moved by a shift: event and trade times (epoch ms), trade and book-update ids.
+_BINANCE_FIELDS = re.compile(r'"([ETtu])"(\s*:\s*)(\d+)')
+_BINANCE_SYMBOL = re.compile(r'"s"\s*:\s*"([^"\\]*)"')
+#: Brapi times: ISO 8601 text (the seconds part is moved; fraction and zone kept) or UNIX seconds.
+_BRAPI_TIMES = re.compile(r'"(regularMarketTime|requestedAt)"(\s*:\s*)(?:"([^"\\]*)"|(\d+))')
+_ISO_SECONDS = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(.*)")
+_SECOND = timedelta(seconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class TapeExtent:
+    """What looping a tape needs to know, read once before the first pass (:func:`measure_tape`).
+
+    ``period`` is the least one pass must move times past the previous pass: whole seconds,
+    longer than the span of the receive times and of each symbol's event times, so no time of
+    one pass meets the next one's. ``id_strides`` maps ``(symbol, "t" | "u")`` to the range of
+    that symbol's trade or book-update ids: pass ``n`` adds ``n`` times it, so the ids of
+    successive passes follow each other without overlap.
+    """
+
+    first_receive: datetime
+    period: timedelta
+    id_strides: Mapping[tuple[str, str], int]
+
+
+def measure_tape(frames: Iterable[Frame]) -> TapeExtent:
+    """Read every frame once: first receive time, loop period and id strides (see above).
+
+    Bad frames count only where they have the fields; they stay bad in every pass.
+    """
+    first: datetime | None = None
+    last: datetime | None = None
+    times: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+    ids: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def widen(key: tuple[str, str], value: datetime) -> None:
+        low, high = times.get(key, (value, value))
+        times[key] = (min(low, value), max(high, value))
+
+    for frame in frames:
+        first = frame.receive_time if first is None else first
+        last = frame.receive_time
+        if frame.vendor == "binance":
+            match = _BINANCE_SYMBOL.search(frame.raw)
+            symbol = match.group(1) if match else ""
+            for field, _, digits in _BINANCE_FIELDS.findall(frame.raw):
+                if field in "ET":
+                    widen((symbol, field), from_epoch_millis(int(digits)))
+                else:
+                    low, high = ids.get((symbol, field), (int(digits), int(digits)))
+                    ids[(symbol, field)] = (min(low, int(digits)), max(high, int(digits)))
+        else:
+            for symbol, moment in _brapi_market_times(frame.raw):
+                widen((symbol, "regularMarketTime"), moment)
+    if first is None or last is None:
+        raise TapeError("the tape has no frame to loop")
+    span = max([last - first, *(high - low for low, high in times.values())])
+    return TapeExtent(
+        first_receive=first,
+        period=_SECOND * (span // _SECOND + 1),
+        id_strides={key: high - low + 1 for key, (low, high) in ids.items()},
+    )
+
+
+def _brapi_market_times(raw: str) -> Iterator[tuple[str, datetime]]:
+    try:
+        body = json.loads(raw, parse_float=Decimal)
+        results = body.get("results") if isinstance(body, dict) else None
+    except ValueError:
+        return
+    for entry in results if isinstance(results, list) else ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("symbol"), str):
+            continue
+        value = entry.get("regularMarketTime")
+        try:
+            if isinstance(value, str):
+                moment = datetime.fromisoformat(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                moment = from_epoch_seconds(value)
+            else:
+                continue
+        except ValueError:
+            continue
+        if moment.tzinfo is not None:
+            yield entry["symbol"], moment
+
+
+def shift_to_now(recorded: datetime, now: datetime, at_least: timedelta | None = None) -> timedelta:
+    """The whole-second shift that puts ``recorded`` at ``now`` (not after it), never below
+    ``at_least`` (the previous pass's shift plus the period, or the shift a resumed pass had).
+
+    >>> from datetime import UTC
+    >>> shift_to_now(datetime(2026, 1, 2, 12, tzinfo=UTC), datetime(2026, 1, 2, 12, 0, 5, 900_000,
+    ...              tzinfo=UTC))
+    datetime.timedelta(seconds=5)
+    """
+    shift = _SECOND * ((now - recorded) // _SECOND)
+    return shift if at_least is None else max(shift, at_least)
+
+
+def shift_frame(
+    frame: Frame, shift: timedelta, *, pass_number: int = 0, extent: TapeExtent | None = None
+) -> Frame:
+    """The frame moved by ``shift`` (whole seconds), its ids moved to pass ``pass_number``.
+
+    Only the numbers are rewritten; the rest of the raw text stays byte for byte, so a frame
+    that was bad stays bad in the same way. Pass 0 keeps its ids (no ``extent`` needed).
+    """
+    if shift % _SECOND:
+        raise ValueError(f"a tape shift must be whole seconds, not {shift}")
+    if pass_number and extent is None:
+        raise ValueError("moving ids to a later pass needs the tape's extent (measure_tape)")
+    seconds = shift // _SECOND
+    if frame.vendor == "binance":
+        match = _BINANCE_SYMBOL.search(frame.raw)
+        symbol = match.group(1) if match else ""
+
+        def binance(found: re.Match[str]) -> str:
+            field, colon, digits = found.groups()
+            if field in "ET":
+                moved = int(digits) + seconds * 1000
+            else:
+                stride = extent.id_strides.get((symbol, field), 0) if extent else 0
+                moved = int(digits) + pass_number * stride
+            return f'"{field}"{colon}{moved}'
+
+        raw = _BINANCE_FIELDS.sub(binance, frame.raw)
+    else:
+
+        def brapi(found: re.Match[str]) -> str:
+            field, colon, text, digits = found.groups()
+            if digits is not None:
+                return f'"{field}"{colon}{int(digits) + seconds}'
+            whole = _ISO_SECONDS.fullmatch(text)
+            if whole is None:
+                return found.group(0)
+            try:
+                moved = datetime.fromisoformat(whole.group(1)) + shift
+            except ValueError:
+                return found.group(0)
+            return f'"{field}"{colon}"{moved.strftime("%Y-%m-%dT%H:%M:%S")}{whole.group(2)}"'
+
+        raw = _BRAPI_TIMES.sub(brapi, frame.raw)
+    return Frame(frame.vendor, raw, frame.receive_time + shift)

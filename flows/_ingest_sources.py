@@ -6,6 +6,13 @@ its resume state is a line number and recovery resumes without re-reading what w
 the live sources run their connector on a private event loop, one per partition, and hand over
 whatever arrived within a short timeout (``bytewax.inputs.batch_async``).
 
+A tape can loop (``TAPE_LOOP``) and be moved to "now" (``TAPE_SHIFT_TO_NOW``): each pass of a
+partition starts over at the tape's first line, its times shifted by a whole number of seconds
+and its ids moved past the previous pass's (:func:`brokerflow.connectors.tape.shift_frame`). With
+the shift on, the first frame a partition hands on in a pass, or after a restart, is "now" (never
+earlier than the pass's times so far, so times only move forward); a restarted partition re-sends
+the frames after its snapshot with their old ids (the history keeps one of each) and new times.
+
 Order per symbol is what Kafka consumers rely on, so a symbol's frames always travel through one
 partition on one worker: the tape is split by a cheap routing key (the symbol in a Binance
 stream name, the vendor for Brapi bodies), Binance symbols are dealt out to workers, and Brapi
@@ -20,6 +27,7 @@ import gzip
 import io
 import math
 import re
+import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,12 +44,20 @@ from bytewax.inputs import (
 )
 
 from brokerflow.connectors import BinanceStream, BrapiPoller, Frame
-from brokerflow.connectors.tape import decode_tape_line
+from brokerflow.connectors.tape import (
+    TapeExtent,
+    decode_tape_line,
+    measure_tape,
+    read_tape,
+    shift_frame,
+    shift_to_now,
+)
 from brokerflow.settings import Settings
 
 __all__ = [
     "BinanceSource",
     "BrapiSource",
+    "TapePosition",
     "TapeSource",
     "routing_key",
     "tape_partition_of",
@@ -82,24 +98,45 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8", newline="\n")
 
 
-class _TapePartition(StatefulSourcePartition[Frame, int]):
-    """One symbol group of a tape. Resume state: the number of lines already handed on."""
+#: A looping or shifted tape partition's resume state: (pass, next line, shift in whole seconds
+#: or ``None`` before the first pass is anchored). A plain replay's state is the next line alone.
+TapePosition = tuple[int, int, int | None]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _TapePartition(StatefulSourcePartition[Frame, int | TapePosition]):
+    """One symbol group of a tape. Resume state: the number of lines already handed on (with
+    the pass and the shift when the tape loops or is shifted: :data:`TapePosition`)."""
 
     def __init__(
         self,
         path: Path,
         index: int,
         partitions: int,
-        next_line: int,
+        next_line: int | TapePosition,
         speed: float,
         batch_size: int,
         stop_at_end: bool,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        loop: TapeExtent | None = None,
+        shift_to_now: bool = False,
+        now: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._path = path
         self._index = index
         self._partitions = partitions
-        self._next_line = next_line
+        position = next_line if isinstance(next_line, tuple) else (0, next_line, None)
+        self._pass, self._next_line, shift = position
+        # The shift in force; until the pass is anchored (its first frame), the least it may be.
+        self._shift: timedelta | None = None if shift is None else timedelta(seconds=shift)
+        self._anchored = False
+        self._loop = loop
+        self._shift_to_now = shift_to_now
+        self._now = now
         self._speed = speed
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
@@ -107,7 +144,8 @@ class _TapePartition(StatefulSourcePartition[Frame, int]):
         self._file = _open_text(path)
         self._lines = enumerate(self._file)
         self._pending: tuple[int, Frame] | None = None
-        # Pacing anchor: (first recorded receive time, clock reading) of this execution.
+        self._frames_in_pass = 0
+        # Pacing anchor: (first recorded receive time, clock reading) of this pass or execution.
         self._anchor: tuple[datetime, float] | None = None
         self._awake: datetime | None = None
         self._exhausted = False
@@ -115,14 +153,47 @@ class _TapePartition(StatefulSourcePartition[Frame, int]):
     def _next_frame(self) -> tuple[int, Frame] | None:
         if self._pending is not None:
             return self._pending
-        for number, line in self._lines:
-            if number < self._next_line or not line.strip():
-                continue
-            if tape_partition_of(line, self._partitions) != self._index:
-                continue
-            self._pending = (number, decode_tape_line(line, where=f"{self._path}:{number + 1}"))
-            return self._pending
-        return None
+        while True:
+            for number, line in self._lines:
+                if number < self._next_line or not line.strip():
+                    continue
+                if tape_partition_of(line, self._partitions) != self._index:
+                    continue
+                frame = decode_tape_line(line, where=f"{self._path}:{number + 1}")
+                self._pending = (number, self._moved(frame))
+                return self._pending
+            # A partition with no line of its own would loop for ever without handing anything.
+            if self._loop is None or (self._frames_in_pass == 0 and self._next_line == 0):
+                return None
+            self._start_next_pass(self._loop)
+
+    def _start_next_pass(self, extent: TapeExtent) -> None:
+        self._file.close()
+        self._file = _open_text(self._path)
+        self._lines = enumerate(self._file)
+        self._pass += 1
+        self._next_line = 0
+        self._frames_in_pass = 0
+        self._anchor = None
+        if self._shift_to_now:
+            self._shift = None if self._shift is None else self._shift + extent.period
+            self._anchored = False
+        else:
+            self._shift = extent.period * self._pass
+
+    def _moved(self, frame: Frame) -> Frame:
+        """The frame as this pass hands it on (unchanged on a plain replay)."""
+        if self._loop is None and not self._shift_to_now:
+            return frame
+        if not self._anchored:
+            if self._shift_to_now:
+                self._shift = shift_to_now(frame.receive_time, self._now(), self._shift)
+            elif self._loop is not None:
+                self._shift = self._loop.period * self._pass
+            self._anchored = True
+        return shift_frame(
+            frame, self._shift or timedelta(0), pass_number=self._pass, extent=self._loop
+        )
 
     def _due_in(self, frame: Frame) -> float:
         """Seconds until a paced replay should hand this frame on (0 at full speed)."""
@@ -149,6 +220,7 @@ class _TapePartition(StatefulSourcePartition[Frame, int]):
                 break
             batch.append(frame)
             self._pending = None
+            self._frames_in_pass += 1
             # Every line up to this one is handled: skipped (other partition) or handed on.
             self._next_line = number + 1
         if self._exhausted and not batch:
@@ -160,19 +232,25 @@ class _TapePartition(StatefulSourcePartition[Frame, int]):
     def next_awake(self) -> datetime | None:
         return self._awake
 
-    def snapshot(self) -> int:
-        return self._next_line
+    def snapshot(self) -> int | TapePosition:
+        if self._loop is None and not self._shift_to_now:
+            return self._next_line
+        shift = None if self._shift is None else self._shift // timedelta(seconds=1)
+        return (self._pass, self._next_line, shift)
 
     def close(self) -> None:
         self._file.close()
 
 
-class TapeSource(FixedPartitionedSource[Frame, int]):
+class TapeSource(FixedPartitionedSource[Frame, int | TapePosition]):
     """A recorded tape as ``partitions`` symbol groups, each resumable by line number.
 
     ``speed`` as for :class:`brokerflow.connectors.TapePlayer`: 1 keeps the recorded pace, 0
-    replays as fast as possible. Each partition is paced on its own clock from its first frame.
-    With ``stop_at_end`` the partition ends at the end of the tape; otherwise it idles there.
+    replays as fast as possible. Each partition is paced on its own clock from its first frame
+    (of each pass, when it loops). With ``stop_at_end`` the partition ends at the end of the
+    tape; otherwise it idles there. ``loop`` starts it over instead, for ever (the tape is read
+    once first to measure it); ``shift_to_now`` moves its times so each pass starts at "now"
+    (see the module docstring).
     """
 
     def __init__(
@@ -183,6 +261,9 @@ class TapeSource(FixedPartitionedSource[Frame, int]):
         speed: float = 0.0,
         batch_size: int = 1000,
         stop_at_end: bool = True,
+        loop: bool = False,
+        shift_to_now: bool = False,
+        now: Callable[[], datetime] = _utc_now,
     ) -> None:
         if speed < 0 or math.isnan(speed):
             raise ValueError(f"speed must be 0 (as fast as possible) or positive: {speed}")
@@ -191,11 +272,25 @@ class TapeSource(FixedPartitionedSource[Frame, int]):
         self.speed = 0.0 if math.isinf(speed) else speed
         self.batch_size = batch_size
         self.stop_at_end = stop_at_end
+        self.loop = loop
+        self.shift_to_now = shift_to_now
+        self.now = now
+        self._extent: TapeExtent | None = None
+        self._measuring = threading.Lock()
+
+    def extent(self) -> TapeExtent:
+        """The tape's loop period and id strides, measured once (workers share the source)."""
+        with self._measuring:
+            if self._extent is None:
+                self._extent = measure_tape(read_tape(self.path))
+            return self._extent
 
     def list_parts(self) -> list[str]:
         return [f"tape-{index}-of-{self.partitions}" for index in range(self.partitions)]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _TapePartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | TapePosition | None
+    ) -> _TapePartition:
         index = int(for_part.split("-")[1])
         return _TapePartition(
             self.path,
@@ -205,6 +300,9 @@ class TapeSource(FixedPartitionedSource[Frame, int]):
             self.speed,
             self.batch_size,
             self.stop_at_end,
+            loop=self.extent() if self.loop else None,
+            shift_to_now=self.shift_to_now,
+            now=self.now,
         )
 
 

@@ -4,6 +4,7 @@ Run it (recovery on, under ``STACK_DIR/recovery/ingest`` unless ``INGEST_RECOVER
 ``VALIDATE_ON_START`` and ``VALIDATE_ONLY`` honoured; metrics on ``METRICS_PORT``)::
 
     python -m brokerflow.flows.ingest                     # INGEST_SOURCE=tape: the sample tape
+    TAPE_LOOP=true TAPE_SHIFT_TO_NOW=true python -m brokerflow.flows.ingest  # for ever, as now
     INGEST_SOURCE=binance python -m brokerflow.flows.ingest
     VALIDATE_ONLY=true python -m brokerflow.flows.ingest  # print the checks, exit 0 or 1
     # or with Bytewax's own runner and flags (no validation, no metrics server):
@@ -11,7 +12,8 @@ Run it (recovery on, under ``STACK_DIR/recovery/ingest`` unless ``INGEST_RECOVER
 
 Shape::
 
-    frames (TapeSource: INGEST_TAPE_PARTITIONS symbol groups, resumable by line number;
+    frames (TapeSource: INGEST_TAPE_PARTITIONS symbol groups, resumable by line number,
+            looping and moved to now with TAPE_LOOP / TAPE_SHIFT_TO_NOW;
             BinanceSource: symbols dealt out to workers; BrapiSource: worker 0)
       -> parse           connectors.parse_frame: records, dead letters (counted), control
       -> fresh_quotes    Brapi only: a quote no newer than its symbol's last one is dropped
@@ -32,8 +34,9 @@ Delivery: at-least-once into Kafka, exactly one document per record in MongoDB. 
 synchronously, so an epoch is snapshotted only after Kafka acknowledged its records; after a
 crash Bytewax resumes every tape partition at its snapshotted line and re-sends what the crash
 interrupted (identical bytes: a replayed frame keeps its recorded receive time), at most
-``INGEST_SNAPSHOT_INTERVAL_S`` worth. Live sources cannot rewind a WebSocket: after a crash they
-resume from "now".
+``INGEST_SNAPSHOT_INTERVAL_S`` worth; a tape shifted to now re-sends them with their ids but
+moved to the new "now" (one history document each, as before). Live sources cannot rewind a
+WebSocket: after a crash they resume from "now".
 
 Kafka going away mid-run: the flow waits for it. The Kafka sink holds the batch it is writing
 and librdkafka's idempotent producer (``acks=all``) retries it until the broker answers again,
@@ -331,6 +334,8 @@ def _sources(
             speed=settings.tape_replay_speed,
             batch_size=settings.ingest_batch_size,
             stop_at_end=stop_at_end,
+            loop=settings.tape_loop,
+            shift_to_now=settings.tape_shift_to_now,
         )
         return [("tape_frames", tape)]
     sources: list[tuple[str, Source[Frame]]] = []
@@ -418,7 +423,10 @@ def _check_config(settings: Settings) -> Check:
                 raise ConfigError(f"TAPE_REPLAY_PATH={str(path)!r} is not a file")
             if next(read_tape(path), None) is None:
                 raise ConfigError(f"tape {path} has no frame")
-            return Check("config", True, f"source tape {path} (speed {settings.tape_replay_speed})")
+            how = [f"speed {settings.tape_replay_speed}"]
+            how += ["looping"] if settings.tape_loop else []
+            how += ["shifted to now"] if settings.tape_shift_to_now else []
+            return Check("config", True, f"source tape {path} ({', '.join(how)})")
         detail = [f"source {kind}"]
         if kind in ("binance", "live"):
             streams = stream_names(settings.binance_symbols)
