@@ -3,6 +3,8 @@
 brokerflow stack up|down|status|logs [SERVICE]   the local Kafka/Redis/MongoDB stack
 brokerflow topics [--create]                     the topic catalog
 brokerflow demo                                  the main job: what exists, end to end
+brokerflow run [--for 60s] [--only|--without A,B] the whole system, supervised (--status)
+brokerflow ps                                    what `brokerflow run` runs
 brokerflow match [TAPE]                          replay an order tape through the matcher
 """
 
@@ -76,6 +78,25 @@ def _demo_command(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, bring_up=not args.no_stack)
 
 
+def _run_command(settings: Settings, args: argparse.Namespace) -> int:
+    from brokerflow.runner import parse_duration, parse_names, run_system, show_status
+
+    if args.status:
+        return show_status(settings)
+    return run_system(
+        settings,
+        only=parse_names(args.only),
+        without=parse_names(args.without),
+        duration_s=parse_duration(args.duration) if args.duration else None,
+    )
+
+
+def _ps_command(settings: Settings, args: argparse.Namespace) -> int:
+    from brokerflow.runner import show_status
+
+    return show_status(settings)
+
+
 def _match_command(settings: Settings, args: argparse.Namespace) -> int:
     from brokerflow.matching.replay import main as replay_main
 
@@ -100,6 +121,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job on the local stack")
     demo.add_argument("--no-stack", action="store_true", help="assume the stack is already up")
     demo.set_defaults(handler=_demo_command)
+
+    run = sub.add_parser(
+        "run", help="the whole system: stack, exchange worker, ingest, stats, API, projector"
+    )
+    run.add_argument("--for", dest="duration", metavar="DURATION", help="stop after 60s, 90, 2m")
+    from brokerflow.runner.services import SERVICE_NAMES
+
+    names = ", ".join(SERVICE_NAMES)
+    run.add_argument("--only", metavar="A,B", help=f"run only these services ({names})")
+    run.add_argument("--without", metavar="A,B", help="run every service but these")
+    run.add_argument("--status", action="store_true", help="show what runs (as brokerflow ps)")
+    run.set_defaults(handler=_run_command)
+
+    ps = sub.add_parser("ps", help="what `brokerflow run` runs: pids, uptime, restarts")
+    ps.set_defaults(handler=_ps_command)
 
     match = sub.add_parser(
         "match", help="replay an order-command JSONL tape through the matching core", add_help=False
