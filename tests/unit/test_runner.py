@@ -181,6 +181,12 @@ def test_the_system_services_get_their_own_ports_and_run_settings(tmp_path: Path
     for spec in specs.values():
         assert spec.env["METRICS_PORT"] == str(spec.metrics_port)
     assert specs["ingest"].env["TAPE_LOOP"] == specs["ingest"].env["TAPE_SHIFT_TO_NOW"] == "true"
+    assert specs["ingest"].env["TAPE_REPLAY_SPEED"] == "1"
+    flat_out = settings.model_copy(update={"tape_replay_speed": 0})
+    faster = settings.model_copy(update={"tape_replay_speed": 2.5})
+    # Never a flood that never ends; another pace when asked for one.
+    assert system_services(flat_out, ("ingest",))[0].env["TAPE_REPLAY_SPEED"] == "1"
+    assert system_services(faster, ("ingest",))[0].env["TAPE_REPLAY_SPEED"] == "2.5"
     assert specs["stats"].env["STATS_STOP_AT_END"] == "false"
     assert specs["ingest"].health == HttpCheck(f"http://127.0.0.1:{ports[1]}/metrics")
     web = int(specs["exchange"].env["EXCHANGE_WEB_PORT_BASE"])

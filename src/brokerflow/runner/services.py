@@ -101,14 +101,20 @@ def healthy(check: HttpCheck | PortCheck | None, timeout_s: float = 0.5) -> bool
         return False
 
 
+def _tape_env(settings: Settings) -> dict[str, str]:
+    """A tape loops for ever, moved to now; at recorded speed unless TAPE_REPLAY_SPEED asks for
+    another pace (0, as fast as possible, would fill the disk: recorded speed then)."""
+    speed = settings.tape_replay_speed or 1.0
+    return {"TAPE_LOOP": "true", "TAPE_SHIFT_TO_NOW": "true", "TAPE_REPLAY_SPEED": f"{speed:g}"}
+
+
 def _tape_about(settings: Settings) -> str:
     if settings.ingest_source != "tape":
         return f"live feeds ({settings.ingest_source})"
     tape = settings.tape_replay_path or "the sample tape"
-    speed = {0: "full speed", 1: "recorded speed"}.get(
-        settings.tape_replay_speed, f"{settings.tape_replay_speed:g}x speed"
-    )
-    return f"{tape} at {speed}, looping, shifted to now"
+    speed = float(_tape_env(settings)["TAPE_REPLAY_SPEED"])
+    pace = "recorded speed" if speed == 1 else f"{speed:g}x recorded speed"
+    return f"{tape} at {pace}, looping, shifted to now"
 
 
 def system_services(
@@ -150,7 +156,7 @@ def system_services(
         "ingest": ServiceSpec(
             "ingest",
             (python, "-m", "brokerflow.flows.ingest"),
-            env={**metrics_env("ingest"), "TAPE_LOOP": "true", "TAPE_SHIFT_TO_NOW": "true"},
+            env={**metrics_env("ingest"), **_tape_env(settings)},
             url=f"http://{host}:{metrics['ingest']}/metrics",
             health=metrics_check("ingest"),
             about=f"market data: {_tape_about(settings)}",

@@ -210,13 +210,16 @@ class Supervisor:
         deadline = None if duration_s is None else time.monotonic() + duration_s
         self._stop_at = None if duration_s is None else time.time() + duration_s
         try:
-            for child in self.children:
-                self._start(child)
-            self._save()
-            if on_started is not None:
-                on_started(self.record())
-            reason = self._watch_until_stopped(deadline, duration_s)
-            self._stop_all(reason)
+            reason = "the supervisor failed"
+            try:
+                for child in self.children:
+                    self._start(child)
+                self._save()
+                if on_started is not None:
+                    on_started(self.record())
+                reason = self._watch_until_stopped(deadline, duration_s)
+            finally:  # whatever went wrong here, the children go too
+                self._stop_all(reason)
             return 0
         finally:
             for sig, handler in previous.items():
