@@ -250,13 +250,14 @@ class Projector:
             stats.duplicates += len(out.duplicates)
             stats.held_total += len(out.held)
             ready[account_id] = [item.event for item in out.ready]
-            if out.held:
+            still_held = self.gaps.held_for(account_id)
+            if out.held and still_held:
                 log.warning(
                     "projector: ledger of account %s is missing entry %d; %d later entries held "
                     "until it arrives",
                     account_id,
                     expected + len(out.ready),
-                    self.gaps.held_for(account_id),
+                    still_held,
                 )
         settled = [e for events in ready.values() for e in events if isinstance(e, FillSettled)]
         for event in settled:
