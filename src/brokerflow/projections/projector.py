@@ -40,8 +40,8 @@ from aiokafka.structs import ConsumerRecord
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
-from brokerflow.errors import SchemaError
-from brokerflow.kafka_io import consumer, producer, publish
+from brokerflow.errors import SchemaError, StackError
+from brokerflow.kafka_io import KafkaUnavailableError, consumer, producer, publish
 from brokerflow.projections.folds import (
     ACCOUNTS,
     FILL_FEES,
@@ -517,16 +517,25 @@ async def run_projector(
     Creates the input topics and the indexes when missing. Cancelling the task is a crash as
     far as the read models go: nothing uncommitted is lost, the next run re-reads it."""
     topics = catalog(settings)
-    await ensure_topics(
-        settings,
-        [topics.order_events, topics.ledger_events, topics.account_events, topics.dead_letters],
-    )
+    try:
+        await ensure_topics(
+            settings,
+            [topics.order_events, topics.ledger_events, topics.account_events, topics.dead_letters],
+        )
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise KafkaUnavailableError(settings.kafka_bootstrap_servers, exc) from exc
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
     try:
         store = ReadModelStore(mongo[settings.mongo_database])
-        await store.ensure_indexes()
+        try:
+            await store.ensure_indexes()
+        except PyMongoError as exc:
+            raise StackError(
+                f"MongoDB at {settings.mongo_url} did not answer ({str(exc)[:120]}); start the "
+                "local stack with `brokerflow stack up`, or set MONGO_URL to a reachable server"
+            ) from exc
         projector = Projector(settings, store, stats)
         async with (
             consumer(settings, group_id=settings.projections_group_id) as reader,
