@@ -157,17 +157,21 @@ class Projector:
 
     # --- one batch ---------------------------------------------------------------------------
 
-    async def apply(self, records: list[ConsumerRecord]) -> tuple[list[DeadLetter], dict]:
+    async def apply(
+        self, records: list[ConsumerRecord]
+    ) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
         """Project ``records``; return the dead letters to publish and the offsets to commit.
 
-        On an exception nothing is committed and the held entries are as before, so the same
-        records can be applied again."""
+        On an exception nothing is committed, and the held entries and the counters are as
+        before, so the same records can be applied again."""
         inputs, letters = self._decode(records)
-        snapshot = self.gaps.snapshot()
+        held, counted = self.gaps.snapshot(), self.stats.as_dict()
         try:
             await self._project(inputs)
         except BaseException:
-            self.gaps.restore(snapshot)
+            self.gaps.restore(held)
+            for name, value in counted.items():
+                setattr(self.stats, name, value)
             raise
         self.stats.records += len(records)
         self.stats.batches += 1
