@@ -1,35 +1,72 @@
-"""The transaction plumbing the exchange agent is built on (design: :mod:`.match_orders`).
+"""The exactly-once machinery every stateful agent of the app is built on.
 
-Everything an input record causes (output records, table changes, the input's next offset) is
-produced by the transactional producer of the record's *source* partition, under
-:data:`step_lock`, which every commit also holds: a transaction never holds half a step. Faust
-names that producer ``{app id}-{topic group}-{partition}``; the command topic and the market-data
-topics are co-partitioned, so partition N of each shares one transaction.
+The reasoning lives in :mod:`brokerflow.agents.match_orders` (the exchange, the first agent built
+on it); this module is the reusable part, so the broker's accounts agent gets the same guarantees
+from the same code:
+
+* **One transaction per step.** Everything an input record causes (output records, table
+  changes, the input's next offset) is produced by the transactional producer of the record's
+  *source* partition, under :data:`step_lock`, which every commit also holds: a transaction never
+  holds half a step. Faust names that producer ``{app id}-{topic group}-{partition}``; an agent's
+  input topics are co-partitioned, so partition N of each shares one transaction.
+* **Restore on every assignment** (:meth:`ExactlyOnceAgent.restore`): an agent's table partitions
+  are replaced with their changelogs read ``read_committed`` to the broker's last stable offset,
+  and its in-memory state is rebuilt from them.
+* **The next offset decides** (:meth:`ExactlyOnceAgent.admit`): the tables record each input
+  partition's next offset; a record below it is a duplicate, a record above it means records were
+  not delivered, and they are read from the topic first. A timer catches up idle partitions.
+* **Commits cover processed records only** (:func:`install_commit_guard`): the consumer's commit
+  is replaced by one that commits, under the step lock, the next offsets every agent processed.
+
+A subclass says what its state is (:meth:`~ExactlyOnceAgent.drop_state`,
+:meth:`~ExactlyOnceAgent.load_partition`) and what a record does
+(:meth:`~ExactlyOnceAgent.process`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import time
+from collections.abc import Collection, Iterable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
-from faust.types import EventT
+from faust.types import EventT, StreamT
 from rocksdict import WriteBatch
 
-from brokerflow.app import app
-from brokerflow.exchange.io import PartitionSnapshot
+from brokerflow.app import app, settings
+from brokerflow.errors import ConfigError, SchemaError, UnknownMessageError
+from brokerflow.exchange.io import LogReader, PartitionSnapshot
+from brokerflow.exchange.state import next_offset_record
+from brokerflow.schemas import DeadLetter
+from brokerflow.topics import catalog
 
 __all__ = [
+    "NEXT_OFFSET_PREFIX",
+    "ExactlyOnceAgent",
     "InputRecord",
     "Source",
     "TableWrites",
+    "install_commit_guard",
+    "next_offset_key",
+    "next_offset_record",
     "replace_store_partition",
     "send_in_transaction",
+    "split_next_offsets",
     "step_lock",
     "transactional_id_for",
     "write_table",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Table keys under this prefix hold the next offset of an input topic in the key's partition.
+NEXT_OFFSET_PREFIX = b"#next-offset|"
 
 #: Held while input records are processed, and by every commit.
 step_lock = asyncio.Lock()
@@ -80,6 +117,25 @@ class TableWrites:
         for (_, _, key), (table, source, value) in self.pending.items():
             await write_table(source, table, key, value)
         self.pending.clear()
+
+
+def next_offset_key(topic: str) -> bytes:
+    """The table key of ``topic``'s next offset in the partition the record is written to."""
+    return NEXT_OFFSET_PREFIX + topic.encode()
+
+
+def split_next_offsets(
+    items: Iterable[tuple[bytes, bytes]],
+) -> tuple[dict[str, int], list[tuple[bytes, bytes]]]:
+    """A table partition's next offsets by topic, and the rest of its items."""
+    offsets: dict[str, int] = {}
+    rest: list[tuple[bytes, bytes]] = []
+    for key, value in items:
+        if key.startswith(NEXT_OFFSET_PREFIX):
+            offsets[key[len(NEXT_OFFSET_PREFIX) :].decode()] = json.loads(value)["nextOffset"]
+        else:
+            rest.append((key, value))
+    return offsets, rest
 
 
 def transactional_id_for(source: Source) -> str:
@@ -134,3 +190,402 @@ def replace_store_partition(
     if snapshot.end_offset > 0:
         # Faust's own recovery then has nothing left to read for this partition.
         store.set_persisted_offset(TopicPartition(changelog, partition), snapshot.end_offset - 1)
+
+
+#: Every agent built on :class:`ExactlyOnceAgent`, in creation order (the commit guard asks each).
+_AGENTS: list[ExactlyOnceAgent] = []
+
+
+class ExactlyOnceAgent:
+    """An agent's input bookkeeping, restore and batch loop (see the module docstring).
+
+    ``input_topics`` must be co-partitioned (one partition count, one key); ``tables`` are the
+    agent's Faust tables, co-partitioned with them and written only through :class:`TableWrites`.
+    """
+
+    def __init__(
+        self, name: str, restores: str, input_topics: tuple[str, ...], tables: tuple[Any, ...]
+    ) -> None:
+        self.name = name
+        #: What a restore rebuilds, for its log line ("books restored from the changelogs...").
+        self.restores = restores
+        self.input_topics = input_topics
+        self.tables = tables
+        self.stale = True
+        #: An assignment came after the last revocation (Faust had set up its producers).
+        self.assigned = False
+        self.partitions: frozenset[int] = frozenset()
+        #: (topic, partition) -> offset of the next input record to process.
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> next offset, where records were processed since the last commit.
+        self.uncommitted: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> monotonic time Faust last delivered one of its records.
+        self.last_delivered: dict[tuple[str, int], float] = {}
+        #: (topic, partition) -> last stable offset a catch-up already read up to.
+        self.caught_up_to: dict[tuple[str, int], int] = {}
+        self.duplicates_skipped = 0
+        self.gaps_filled = 0
+        self.dead_letters = 0
+        self.dead_letters_topic = catalog(settings).dead_letters.name
+        self._reader: LogReader | None = None
+        self._reader_exit = AsyncExitStack()
+        _AGENTS.append(self)
+
+    # --- what a subclass provides ---------------------------------------------------------
+
+    def drop_state(self) -> None:
+        """Forget every partition's in-memory state (a rebuild follows)."""
+        raise NotImplementedError
+
+    def load_partition(
+        self, partition: int, snapshots: Mapping[Any, PartitionSnapshot], now: float
+    ) -> dict[str, int | None]:
+        """Rebuild one partition's in-memory state from its tables' committed values
+        (``snapshots[table]``); return the next offset of each input topic the tables record
+        (``None``: nothing of that topic was ever processed)."""
+        raise NotImplementedError
+
+    def restore_summary(self) -> str:
+        """What the state holds after a restore, for the log line."""
+        return ""
+
+    async def process(self, record: InputRecord, writes: TableWrites, now: float) -> None:
+        """One input record, in order; outputs through :func:`send_in_transaction`."""
+        raise NotImplementedError
+
+    async def dead_letter(
+        self, record: InputRecord, exc: SchemaError, reason: str | None = None
+    ) -> None:
+        """Send an input that cannot be processed to ``dead-letters-v1`` with the reason, in
+        the record's transaction; count and log it. The stream goes on."""
+        self.dead_letters += 1
+        if reason is None:
+            reason = "UNKNOWN_MESSAGE" if isinstance(exc, UnknownMessageError) else "SCHEMA_INVALID"
+            if "<payload>" in exc.problems:
+                reason = "NOT_JSON"
+        letter = DeadLetter.from_payload(
+            source=record.topic,
+            reason=reason,
+            detail=str(exc),
+            fields=tuple(field for field in exc.fields if field != "<payload>"),
+            payload=record.value or b"",
+            key=record.key,
+            partition=record.partition,
+            offset=record.offset,
+            event_time=datetime.now(UTC),
+        )
+        log.warning(
+            "dead letter #%d from %s[%d]@%d: %s",
+            self.dead_letters,
+            record.topic,
+            record.partition,
+            record.offset,
+            exc,
+        )
+        await send_in_transaction(
+            record, self.dead_letters_topic, record.topic.encode(), letter.to_json_bytes()
+        )
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def consume(self, stream: StreamT) -> None:
+        """The agent's body: batches of delivered events through :meth:`take`."""
+        install_commit_guard()
+        try:
+            async for batch in stream.take_events(
+                settings.exchange_batch_max, within=settings.exchange_batch_within_s
+            ):
+                await self.take(batch)
+        finally:
+            await self.close_reader()
+
+    async def take(self, batch: list[Any]) -> None:
+        """One batch of delivered events: restore first where needed, then :meth:`step`."""
+        async with step_lock:
+            if self.stale:
+                if not self.assigned or app.rebalancing:
+                    # Delivered while a rebalance is under way: the consumer may still report
+                    # partitions whose producers are gone. Dropping the batch loses nothing: the
+                    # next offsets bring these records back (admit, catch_up) once assigned.
+                    return
+                await self.rebuild()
+            else:
+                # A rebuild can run between a revocation and the assignment that follows it;
+                # partitions assigned after it are restored before their first record.
+                unseen = {event.message.partition for event in batch} - self.partitions
+                assigned = unseen & self.owned_partitions() if unseen else set()
+                if assigned:
+                    await self.restore(assigned)
+            now = time.monotonic()
+            delivered = [InputRecord.of(event) for event in batch]
+            for record in delivered:
+                self.last_delivered[(record.topic, record.partition)] = now
+            await self.step(delivered, now)
+
+    async def step(self, delivered: list[InputRecord], now: float) -> None:
+        """Process input records in order and write the tables once (under the step lock)."""
+        writes = TableWrites()
+        for record_in in delivered:
+            for record in await self.admit(record_in):
+                await self.process(record, writes, now)
+                self.processed(record.topic, record.partition, record.offset)
+        await writes.flush()
+
+    async def catch_up(self) -> None:
+        """Process what Faust dropped and nothing later will bring (:meth:`undelivered`).
+
+        Rebuilds first when no batch has come since an assignment: Faust may deliver nothing
+        at all (its consumer group's offsets can be past what the state says comes next)."""
+        if self.stale and (not self.assigned or app.rebalancing):
+            return  # a rebalance is under way; the next assignment or batch rebuilds
+        async with step_lock:
+            if self.stale:
+                if not self.assigned or app.rebalancing:
+                    return
+                await self.rebuild()
+            now = time.monotonic()
+            records = await self.undelivered(now)
+            if records:
+                await self.step(records, now)
+
+    # --- partitions and restore -------------------------------------------------------------
+
+    async def reader(self) -> LogReader:
+        """The agent's own ``read_committed`` consumer, opened on first use."""
+        if self._reader is None:
+            self._reader = await self._reader_exit.enter_async_context(LogReader.open(settings))
+        return self._reader
+
+    async def close_reader(self) -> None:
+        self._reader = None
+        await self._reader_exit.aclose()
+
+    def owned_partitions(self) -> set[int]:
+        """The input partitions the consumer holds now (the same numbers for every input)."""
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic in self.input_topics}
+
+    def check_copartitioned(self) -> None:
+        """Partition N of every input topic must share one transaction; Faust groups topics by
+        partition count."""
+        groups = {topic: app.assignor.group_for_topic(topic) for topic in self.input_topics}
+        if len(set(groups.values())) > 1:
+            raise ConfigError(
+                f"the {self.name} agent's input topics are not co-partitioned (topic groups "
+                f"{groups}): give them the same partition count (TOPIC_PARTITIONS) and recreate "
+                "them with `brokerflow topics --create`"
+            )
+
+    def mark_stale(self, assigned: bool) -> None:
+        self.stale = True
+        self.assigned = assigned
+
+    async def rebuild(self) -> None:
+        """Drop every partition's state; restore the partitions the consumer holds now."""
+        self.drop_state()
+        self.partitions = frozenset()
+        self.next_offsets, self.uncommitted = {}, {}
+        await self.restore(self.owned_partitions())
+        self.stale = False
+
+    async def restore(self, partitions: set[int]) -> None:
+        """Replace these partitions' RocksDB stores with their committed changelogs and load
+        their state; those of other partitions stay as they are."""
+        self.check_copartitioned()
+        ordered = sorted(partitions)
+        changelogs = {table: table.changelog_topic.get_topic_name() for table in self.tables}
+        started = time.monotonic()
+        reader = await self.reader()
+        snapshots = await reader.latest_values(
+            [(changelogs[table], p) for table in self.tables for p in ordered]
+        )
+        next_offsets: dict[tuple[str, int], int | None] = {}
+        for partition in ordered:
+            by_table = {table: snapshots[(changelogs[table], partition)] for table in self.tables}
+            for table, snapshot in by_table.items():
+                replace_store_partition(table, changelogs[table], partition, snapshot)
+            loaded = self.load_partition(partition, by_table, time.monotonic())
+            for topic in self.input_topics:
+                next_offsets[(topic, partition)] = loaded.get(topic)
+        # A partition that never committed a record starts at its first record (the consumer
+        # resets to earliest): without this, records Faust drops at start-up would be lost.
+        for topic in self.input_topics:
+            never = [p for (t, p), offset in next_offsets.items() if t == topic and offset is None]
+            for partition, offset in (await reader.first_offsets(topic, never)).items():
+                next_offsets[(topic, partition)] = offset
+        self.next_offsets.update(
+            {tp: offset for tp, offset in next_offsets.items() if offset is not None}
+        )
+        self.partitions = self.partitions | frozenset(ordered)
+        restored_at = time.monotonic()
+        for tp in next_offsets:
+            self.uncommitted.pop(tp, None)
+            self.caught_up_to.pop(tp, None)
+            # Idle is counted from now: a backlog Faust is about to deliver is not read twice.
+            self.last_delivered[tp] = restored_at
+        records = sum(len(snapshot.values) for snapshot in snapshots.values())
+        log.info(
+            "%s restored from the changelogs in %.2f s: partitions %s, %d records, %s; "
+            "next offsets %s",
+            self.restores,
+            time.monotonic() - started,
+            ordered,
+            records,
+            self.restore_summary(),
+            {f"{t}[{p}]": offset for (t, p), offset in sorted(next_offsets.items())},
+        )
+
+    # --- input offsets ----------------------------------------------------------------------
+
+    async def admit(self, record: InputRecord) -> list[InputRecord]:
+        """The records to process now, in order: none (a duplicate), this one, or the records
+        Faust did not deliver followed by this one."""
+        partition, offset = record.partition, record.offset
+        if partition not in self.partitions:
+            return []  # queued before a rebalance took the partition away
+        expected = self.next_offsets.get((record.topic, partition))
+        if expected is None or offset == expected:
+            return [record]
+        if offset < expected:
+            self.duplicates_skipped += 1
+            log.debug("%s[%d]@%d already processed", record.topic, partition, offset)
+            return []
+        reader = await self.reader()
+        missing = await reader.read_range(record.topic, partition, expected, offset)
+        if not missing:
+            # Transaction markers and aborted records take offsets too: no record was lost.
+            log.debug(
+                "%s[%d]: offsets %d..%d hold no records",
+                record.topic,
+                partition,
+                expected,
+                offset - 1,
+            )
+            return [record]
+        self.gaps_filled += 1
+        log.warning(
+            "%s[%d]: offsets %d..%d were not delivered before %d; read %d records from the "
+            "topic (gap #%d)",
+            record.topic,
+            partition,
+            expected,
+            offset - 1,
+            offset,
+            len(missing),
+            self.gaps_filled,
+        )
+        return [
+            InputRecord(record.topic, partition, found.offset, found.key, found.value)
+            for found in missing
+        ] + [record]
+
+    async def undelivered(self, now: float) -> list[InputRecord]:
+        """Records of idle partitions that Faust will not deliver.
+
+        A record Faust dropped at a rebalance is read back by :meth:`admit` when a later record
+        of its partition arrives; this finds the ones no later record follows (the end of a
+        tape, a quiet symbol). A partition counts as idle when nothing of it was delivered for
+        ``EXCHANGE_CATCH_UP_INTERVAL_S``; anything it reads that Faust delivers after all is a
+        duplicate, which :meth:`admit` skips.
+        """
+        idle_after = settings.exchange_catch_up_interval_s
+        idle = [
+            tp
+            for tp in self.next_offsets
+            if tp[1] in self.partitions and now - self.last_delivered.get(tp, 0.0) >= idle_after
+        ]
+        if not idle:
+            return []
+        reader = await self.reader()
+        found: list[InputRecord] = []
+        for (topic, partition), end in (await reader.stable_ends(idle)).items():
+            start = self.next_offsets[(topic, partition)]
+            if end <= max(start, self.caught_up_to.get((topic, partition), 0)):
+                continue
+            self.caught_up_to[(topic, partition)] = end
+            records = await reader.read_range(topic, partition, start, end)
+            if records:
+                log.warning(
+                    "%s[%d]: offsets %d..%d were not delivered; read %d records from the topic",
+                    topic,
+                    partition,
+                    start,
+                    end - 1,
+                    len(records),
+                )
+            found.extend(InputRecord(topic, partition, r.offset, r.key, r.value) for r in records)
+        return found
+
+    def processed(self, topic: str, partition: int, offset: int) -> None:
+        self.next_offsets[(topic, partition)] = offset + 1
+        self.uncommitted[(topic, partition)] = offset + 1
+
+    def wrote_without_input(self, topic: str, partition: int) -> None:
+        """A timer wrote into this partition's transaction: the next commit must include it
+        (with the offset already processed) or the transaction would stay open."""
+        offset = self.next_offsets.get((topic, partition))
+        if offset is not None:
+            self.uncommitted[(topic, partition)] = offset
+
+    def offsets_to_commit(self, topics: Collection[Any] | None) -> dict[TopicPartition, int]:
+        offsets: dict[TopicPartition, int] = {}
+        for (topic, partition), offset in self.uncommitted.items():
+            tp = TopicPartition(topic, partition)  # aiokafka checks the type
+            if topics is None or tp in topics or topic in topics:
+                offsets[tp] = offset
+        return offsets
+
+    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            if self.uncommitted.get((tp.topic, tp.partition)) == offset:
+                del self.uncommitted[(tp.topic, tp.partition)]
+
+
+def install_commit_guard() -> None:
+    """Replace the consumer's commit with one that commits, under the step lock, the next
+    offsets every agent processed plus whatever Faust would commit for other topics (idempotent).
+
+    The agents' input topics are declared ``acks=False`` so that Faust never computes their
+    offsets from acks (its gap and hole logic committed offsets past records that were never
+    processed, or stalled a partition forever).
+    """
+    consumer = app.consumer
+    if getattr(consumer, "_brokerflow_guarded", False):
+        return
+
+    async def commit_processed_records(
+        topics: Collection[Any] | None = None, start_new_transaction: bool = True
+    ) -> bool:
+        async with step_lock:
+            offsets = consumer._filter_committable_offsets(
+                consumer._filter_tps_with_pending_acks(topics)
+            )
+            ours: dict[TopicPartition, int] = {}
+            for agent in _AGENTS:
+                ours.update(agent.offsets_to_commit(topics))
+            offsets.update(ours)
+            if not offsets:
+                return False
+            await consumer._handle_attached(offsets)
+            did_commit: bool = await consumer._commit_offsets(
+                offsets, start_new_transaction=start_new_transaction
+            )
+            if did_commit:
+                for agent in _AGENTS:
+                    agent.committed(ours)
+            return did_commit
+
+    consumer.force_commit = commit_processed_records  # type: ignore[method-assign]
+    consumer._brokerflow_guarded = True  # type: ignore[attr-defined]
+
+
+@app.on_partitions_assigned.connect
+async def _on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
+    for agent in _AGENTS:
+        agent.mark_stale(assigned=True)
+    install_commit_guard()
+
+
+@app.on_partitions_revoked.connect
+async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
+    for agent in _AGENTS:
+        agent.mark_stale(assigned=False)

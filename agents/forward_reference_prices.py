@@ -31,7 +31,6 @@ flows dead-letter bad vendor input upstream; this is not their owner).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -41,16 +40,20 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from brokerflow.agents.exactly_once import InputRecord, TableWrites, send_in_transaction
+from brokerflow.agents.exactly_once import (
+    InputRecord,
+    TableWrites,
+    next_offset_key,
+    next_offset_record,
+    send_in_transaction,
+    split_next_offsets,
+)
 from brokerflow.exchange.schedule import ReferenceState, offer_price, release_held
-from brokerflow.exchange.state import next_offset_record
 from brokerflow.schemas import Quote, SchemaError, SetReferencePrice, Trade, decode
 
-__all__ = ["QUOTES", "TRADES", "MarketFeed", "ReferencePrices", "next_offset_key"]
+__all__ = ["QUOTES", "TRADES", "MarketFeed", "ReferencePrices"]
 
 log = logging.getLogger(__name__)
-
-_NEXT_OFFSET_PREFIX = b"#next-offset|"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +66,6 @@ class MarketFeed:
 
 TRADES = MarketFeed(Trade, lambda trade: trade.price)
 QUOTES = MarketFeed(Quote, lambda quote: quote.last_price)
-
-
-def next_offset_key(topic: str) -> bytes:
-    """``reference_forwarding`` key of a market topic's next offset in the partition."""
-    return _NEXT_OFFSET_PREFIX + topic.encode()
 
 
 def _state_key(topic: str, symbol: str) -> bytes:
@@ -108,13 +106,8 @@ class ReferencePrices:
             del self.partition_of[key]
             self.states.pop(key, None)
             self.held_since.pop(key, None)
-        next_offsets: dict[str, int] = {}
-        for key, value in items:
-            if key.startswith(_NEXT_OFFSET_PREFIX):
-                next_offsets[key[len(_NEXT_OFFSET_PREFIX) :].decode()] = json.loads(value)[
-                    "nextOffset"
-                ]
-                continue
+        next_offsets, states = split_next_offsets(items)
+        for key, value in states:
             topic, _, symbol = key.decode().partition("|")
             state = ReferenceState.from_bytes(value)
             self.states[(topic, symbol)] = state

@@ -70,25 +70,24 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Collection
-from contextlib import AsyncExitStack
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Mapping
+from datetime import date, timedelta
 from typing import Any
 
-from aiokafka import TopicPartition
 from faust.types import StreamT
 
 from brokerflow.agents.exactly_once import (
+    ExactlyOnceAgent,
     InputRecord,
     TableWrites,
-    replace_store_partition,
     send_in_transaction,
     step_lock,
 )
 from brokerflow.agents.forward_reference_prices import QUOTES, TRADES, ReferencePrices
 from brokerflow.app import app, settings
-from brokerflow.errors import ConfigError, SchemaError, UnknownMessageError
-from brokerflow.exchange.io import LogReader
+from brokerflow.errors import SchemaError, UnknownMessageError
+from brokerflow.exchange.io import PartitionSnapshot
+from brokerflow.exchange.rules import exchange_rules
 from brokerflow.exchange.state import (
     NEXT_OFFSET_KEY,
     SymbolRecord,
@@ -99,11 +98,10 @@ from brokerflow.exchange.state import (
     order_key,
     rebuild_engines,
 )
-from brokerflow.matching import Exchange, MatchingEngine, SymbolRules
+from brokerflow.matching import Exchange, MatchingEngine, SymbolRules, event_account_id
 from brokerflow.matching.events import TRADE_EXECUTED
-from brokerflow.matching.replay import load_rules
 from brokerflow.matching.wire import to_json
-from brokerflow.schemas import CloseSession, DeadLetter, Message, decode
+from brokerflow.schemas import CloseSession, Message, decode
 from brokerflow.tables.exchange import (
     engine_state_by_symbol,
     orders_by_key,
@@ -114,7 +112,6 @@ from brokerflow.topics import catalog
 __all__ = [
     "books",
     "exchange_inputs",
-    "install_commit_guard",
     "match_orders",
     "references",
     "release_held_reference_prices",
@@ -126,7 +123,8 @@ topics = catalog(settings)
 _COMMANDS_TOPIC = topics.order_commands.name
 _EVENTS_TOPIC = topics.order_events.name
 _TRADES_TOPIC = topics.trade_executions.name
-_DEAD_LETTERS_TOPIC = topics.dead_letters.name
+#: Order events of orders with an account, re-keyed by account: the broker's settlement input.
+_REPORTS_TOPIC = topics.execution_reports.name if settings.broker_execution_reports else None
 _COMMANDS = frozenset(
     ("PlaceOrder", "CancelOrder", "AmendOrder", "CloseSession", "SetReferencePrice")
 )
@@ -156,116 +154,52 @@ references = ReferencePrices(
 )
 
 
-class _Books:
-    """The in-memory engines of the partitions this worker owns, and where each partition is."""
+class _Books(ExactlyOnceAgent):
+    """The in-memory engines of the partitions this worker owns (the exactly-once bookkeeping
+    is :class:`~brokerflow.agents.exactly_once.ExactlyOnceAgent`'s)."""
 
     def __init__(self) -> None:
-        self.rules: dict[str, SymbolRules] = (
-            load_rules(settings.exchange_rules_path) if settings.exchange_rules_path else {}
-        )
+        super().__init__("exchange", "books", _INPUT_TOPICS, _TABLES)
+        self.rules: dict[str, SymbolRules] = exchange_rules(settings)
         self.exchange = Exchange(self.rules)
         self.engines: dict[str, MatchingEngine] = {}
         self.closed_sessions: dict[str, date | None] = {}
-        self.stale = True
-        #: An assignment came after the last revocation (Faust had set up its producers).
-        self.assigned = False
-        self.partitions: frozenset[int] = frozenset()
-        #: (topic, partition) -> offset of the next input record to process.
-        self.next_offsets: dict[tuple[str, int], int] = {}
-        #: (topic, partition) -> next offset, where records were processed since the last commit.
-        self.uncommitted: dict[tuple[str, int], int] = {}
-        #: (topic, partition) -> monotonic time Faust last delivered one of its records.
-        self.last_delivered: dict[tuple[str, int], float] = {}
-        #: (topic, partition) -> last stable offset a catch-up already read up to.
-        self.caught_up_to: dict[tuple[str, int], int] = {}
-        self.dead_letters = 0
-        self.duplicates_skipped = 0
-        self.gaps_filled = 0
-        self._reader: LogReader | None = None
-        self._reader_exit = AsyncExitStack()
+        self.execution_reports = 0
 
-    async def reader(self) -> LogReader:
-        """The agent's own ``read_committed`` consumer, opened on first use."""
-        if self._reader is None:
-            self._reader = await self._reader_exit.enter_async_context(LogReader.open(settings))
-        return self._reader
-
-    async def close_reader(self) -> None:
-        self._reader = None
-        await self._reader_exit.aclose()
-
-    async def rebuild(self) -> None:
-        """Drop every book; restore the partitions the consumer holds now (see the docstring)."""
+    def drop_state(self) -> None:
         self.engines, self.closed_sessions = {}, {}
         references.clear()
-        self.partitions = frozenset()
-        self.next_offsets, self.uncommitted = {}, {}
-        await self.restore(owned_partitions())
-        self.stale = False
 
-    async def restore(self, partitions: set[int]) -> None:
-        """Replace these partitions' RocksDB stores with their committed changelogs and add their
-        books and forwarding state; those of other partitions stay as they are."""
-        check_copartitioned()
-        ordered = sorted(partitions)
-        changelogs = {table: table.changelog_topic.get_topic_name() for table in _TABLES}
-        started = time.monotonic()
-        reader = await self.reader()
-        snapshots = await reader.latest_values(
-            [(changelogs[table], p) for table in _TABLES for p in ordered]
+    def load_partition(
+        self, partition: int, snapshots: Mapping[Any, PartitionSnapshot], now: float
+    ) -> dict[str, int | None]:
+        states = snapshots[engine_state_by_symbol].values.items()
+        orders = snapshots[orders_by_key].values.items()
+        for symbol, (engine, closed) in rebuild_engines(
+            states, orders, self.exchange.rules_for
+        ).items():
+            self.engines[symbol] = engine
+            self.closed_sessions[symbol] = closed
+        market = references.restore_partition(
+            partition, snapshots[reference_forwarding].values.items(), now
         )
-        next_offsets: dict[tuple[str, int], int | None] = {}
-        symbols = resting = 0
-        for partition in ordered:
-            for table in _TABLES:
-                replace_store_partition(
-                    table, changelogs[table], partition, snapshots[(changelogs[table], partition)]
-                )
-            states = snapshots[(changelogs[engine_state_by_symbol], partition)].values.items()
-            orders = snapshots[(changelogs[orders_by_key], partition)].values.items()
-            for symbol, (engine, closed) in rebuild_engines(
-                states, orders, self.exchange.rules_for
-            ).items():
-                self.engines[symbol] = engine
-                self.closed_sessions[symbol] = closed
-                symbols += 1
-                resting += sum(1 for _ in engine.resting_orders())
-            market = references.restore_partition(
-                partition,
-                snapshots[(changelogs[reference_forwarding], partition)].values.items(),
-                time.monotonic(),
-            )
-            next_offsets[(_COMMANDS_TOPIC, partition)] = next_offset(states)
-            for topic in _INPUT_TOPICS[1:]:
-                next_offsets[(topic, partition)] = market.get(topic)
-        # A partition that never committed a record starts at its first record (the consumer
-        # resets to earliest): without this, records Faust drops at start-up would be lost.
-        for topic in _INPUT_TOPICS:
-            never = [p for (t, p), offset in next_offsets.items() if t == topic and offset is None]
-            for partition, offset in (await reader.first_offsets(topic, never)).items():
-                next_offsets[(topic, partition)] = offset
-        self.next_offsets.update(
-            {tp: offset for tp, offset in next_offsets.items() if offset is not None}
+        loaded: dict[str, int | None] = {_COMMANDS_TOPIC: next_offset(states)}
+        for topic in _INPUT_TOPICS[1:]:
+            loaded[topic] = market.get(topic)
+        return loaded
+
+    def restore_summary(self) -> str:
+        resting = sum(sum(1 for _ in engine.resting_orders()) for engine in self.engines.values())
+        return (
+            f"{len(self.engines)} symbols, {resting} resting orders, "
+            f"{len(references.held_since)} reference prices held"
         )
-        self.partitions = self.partitions | frozenset(ordered)
-        restored_at = time.monotonic()
-        for tp in next_offsets:
-            self.uncommitted.pop(tp, None)
-            self.caught_up_to.pop(tp, None)
-            # Idle is counted from now: a backlog Faust is about to deliver is not read twice.
-            self.last_delivered[tp] = restored_at
-        records = sum(len(snapshot.values) for snapshot in snapshots.values())
-        log.info(
-            "books restored from the changelogs in %.2f s: partitions %s, %d records, "
-            "%d symbols, %d resting orders, %d reference prices held, next offsets %s",
-            time.monotonic() - started,
-            ordered,
-            records,
-            symbols,
-            resting,
-            len(references.held_since),
-            {f"{t}[{p}]": offset for (t, p), offset in sorted(next_offsets.items())},
-        )
+
+    async def process(self, record: InputRecord, writes: TableWrites, now: float) -> None:
+        if record.topic == _COMMANDS_TOPIC:
+            await process_command(record, writes)
+        else:
+            await references.forward(record, writes, now)
 
     def engine(self, symbol: str) -> MatchingEngine:
         engine = self.engines.get(symbol)
@@ -274,171 +208,8 @@ class _Books:
             self.closed_sessions[symbol] = None
         return engine
 
-    async def admit(self, record: InputRecord) -> list[InputRecord]:
-        """The records to process now, in order: none (a duplicate), this one, or the records
-        Faust did not deliver followed by this one (see the docstring)."""
-        partition, offset = record.partition, record.offset
-        if partition not in self.partitions:
-            return []  # queued before a rebalance took the partition away
-        expected = self.next_offsets.get((record.topic, partition))
-        if expected is None or offset == expected:
-            return [record]
-        if offset < expected:
-            self.duplicates_skipped += 1
-            log.debug("%s[%d]@%d already processed", record.topic, partition, offset)
-            return []
-        reader = await self.reader()
-        missing = await reader.read_range(record.topic, partition, expected, offset)
-        if not missing:
-            # Transaction markers (a forwarded reference price commits one into the command
-            # topic) and aborted records take offsets too: no record was lost.
-            log.debug(
-                "%s[%d]: offsets %d..%d hold no records",
-                record.topic,
-                partition,
-                expected,
-                offset - 1,
-            )
-            return [record]
-        self.gaps_filled += 1
-        log.warning(
-            "%s[%d]: offsets %d..%d were not delivered before %d; read %d records from the "
-            "topic (gap #%d)",
-            record.topic,
-            partition,
-            expected,
-            offset - 1,
-            offset,
-            len(missing),
-            self.gaps_filled,
-        )
-        return [
-            InputRecord(record.topic, partition, found.offset, found.key, found.value)
-            for found in missing
-        ] + [record]
-
-    async def undelivered(self, now: float) -> list[InputRecord]:
-        """Records of idle partitions that Faust will not deliver.
-
-        A record Faust dropped at a rebalance is read back by :meth:`admit` when a later record
-        of its partition arrives; this finds the ones no later record follows (the end of a
-        tape, a quiet symbol). A partition counts as idle when nothing of it was delivered for
-        ``EXCHANGE_CATCH_UP_INTERVAL_S``; anything it reads that Faust delivers after all is a
-        duplicate, which :meth:`admit` skips.
-        """
-        idle_after = settings.exchange_catch_up_interval_s
-        idle = [
-            tp
-            for tp in self.next_offsets
-            if tp[1] in self.partitions and now - self.last_delivered.get(tp, 0.0) >= idle_after
-        ]
-        if not idle:
-            return []
-        reader = await self.reader()
-        found: list[InputRecord] = []
-        for (topic, partition), end in (await reader.stable_ends(idle)).items():
-            start = self.next_offsets[(topic, partition)]
-            if end <= max(start, self.caught_up_to.get((topic, partition), 0)):
-                continue
-            self.caught_up_to[(topic, partition)] = end
-            records = await reader.read_range(topic, partition, start, end)
-            if records:
-                log.warning(
-                    "%s[%d]: offsets %d..%d were not delivered; read %d records from the topic",
-                    topic,
-                    partition,
-                    start,
-                    end - 1,
-                    len(records),
-                )
-            found.extend(InputRecord(topic, partition, r.offset, r.key, r.value) for r in records)
-        return found
-
-    def processed(self, topic: str, partition: int, offset: int) -> None:
-        self.next_offsets[(topic, partition)] = offset + 1
-        self.uncommitted[(topic, partition)] = offset + 1
-
-    def wrote_without_input(self, topic: str, partition: int) -> None:
-        """A timer wrote into this partition's transaction: the next commit must include it
-        (with the offset already processed) or the transaction would stay open."""
-        offset = self.next_offsets.get((topic, partition))
-        if offset is not None:
-            self.uncommitted[(topic, partition)] = offset
-
-    def offsets_to_commit(self, topics: Collection[Any] | None) -> dict[TopicPartition, int]:
-        offsets: dict[TopicPartition, int] = {}
-        for (topic, partition), offset in self.uncommitted.items():
-            tp = TopicPartition(topic, partition)  # aiokafka checks the type
-            if topics is None or tp in topics or topic in topics:
-                offsets[tp] = offset
-        return offsets
-
-    def committed(self, offsets: dict[TopicPartition, int]) -> None:
-        for tp, offset in offsets.items():
-            if self.uncommitted.get((tp.topic, tp.partition)) == offset:
-                del self.uncommitted[(tp.topic, tp.partition)]
-
 
 books = _Books()
-
-
-def owned_partitions() -> set[int]:
-    """The input partitions the consumer holds now (the same numbers for every input topic)."""
-    return {tp.partition for tp in app.consumer.assignment() if tp.topic in _INPUT_TOPICS}
-
-
-def check_copartitioned() -> None:
-    """Partition N of every input topic must share one transaction (see
-    :mod:`brokerflow.agents.exactly_once`); Faust groups topics by partition count."""
-    groups = {topic: app.assignor.group_for_topic(topic) for topic in _INPUT_TOPICS}
-    if len(set(groups.values())) > 1:
-        raise ConfigError(
-            f"the exchange's input topics are not co-partitioned (topic groups {groups}): "
-            "give them the same partition count (TOPIC_PARTITIONS) and recreate them with "
-            "`brokerflow topics create`"
-        )
-
-
-def install_commit_guard() -> None:
-    """Replace the consumer's commit with the one described in the docstring (idempotent)."""
-    consumer = app.consumer
-    if getattr(consumer, "_brokerflow_guarded", False):
-        return
-
-    async def commit_processed_records(
-        topics: Collection[Any] | None = None, start_new_transaction: bool = True
-    ) -> bool:
-        async with step_lock:
-            offsets = consumer._filter_committable_offsets(
-                consumer._filter_tps_with_pending_acks(topics)
-            )
-            ours = books.offsets_to_commit(topics)
-            offsets.update(ours)
-            if not offsets:
-                return False
-            await consumer._handle_attached(offsets)
-            did_commit: bool = await consumer._commit_offsets(
-                offsets, start_new_transaction=start_new_transaction
-            )
-            if did_commit:
-                books.committed(ours)
-            return did_commit
-
-    consumer.force_commit = commit_processed_records  # type: ignore[method-assign]
-    consumer._brokerflow_guarded = True  # type: ignore[attr-defined]
-
-
-@app.on_partitions_assigned.connect
-async def _on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
-    books.stale = True
-    books.assigned = True
-    install_commit_guard()
-
-
-@app.on_partitions_revoked.connect
-async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
-    books.stale = True
-    books.assigned = False
 
 
 async def process_command(record: InputRecord, writes: TableWrites) -> None:
@@ -451,7 +222,7 @@ async def process_command(record: InputRecord, writes: TableWrites) -> None:
                 message.type, {"type": f"{message.type} is not an exchange command"}
             )
     except SchemaError as exc:
-        await dead_letter(record, exc)
+        await books.dead_letter(record, exc)
         write_next_offset(record, writes)
         return
     if not await apply_command(record, message, writes):
@@ -487,38 +258,16 @@ async def apply_command(record: InputRecord, message: Message, writes: TableWrit
     writes.set(record, engine_state_by_symbol, symbol.encode(), state.to_bytes())
     key = symbol.encode()
     for engine_event in events:
-        topic = _TRADES_TOPIC if engine_event[0] == TRADE_EXECUTED else _EVENTS_TOPIC
-        await send_in_transaction(record, topic, key, to_json(engine_event).encode())
+        payload = to_json(engine_event).encode()
+        if engine_event[0] == TRADE_EXECUTED:
+            await send_in_transaction(record, _TRADES_TOPIC, key, payload)
+            continue
+        await send_in_transaction(record, _EVENTS_TOPIC, key, payload)
+        account = event_account_id(engine_event) if _REPORTS_TOPIC else None
+        if account is not None:
+            books.execution_reports += 1
+            await send_in_transaction(record, _REPORTS_TOPIC, account.encode(), payload)
     return True
-
-
-async def dead_letter(record: InputRecord, exc: SchemaError) -> None:
-    books.dead_letters += 1
-    reason = "UNKNOWN_MESSAGE" if isinstance(exc, UnknownMessageError) else "SCHEMA_INVALID"
-    if "<payload>" in exc.problems:
-        reason = "NOT_JSON"
-    letter = DeadLetter.from_payload(
-        source=record.topic,
-        reason=reason,
-        detail=str(exc),
-        fields=tuple(field for field in exc.fields if field != "<payload>"),
-        payload=record.value or b"",
-        key=record.key,
-        partition=record.partition,
-        offset=record.offset,
-        event_time=datetime.now(UTC),
-    )
-    log.warning(
-        "dead letter #%d from %s[%d]@%d: %s",
-        books.dead_letters,
-        record.topic,
-        record.partition,
-        record.offset,
-        exc,
-    )
-    await send_in_transaction(
-        record, _DEAD_LETTERS_TOPIC, record.topic.encode(), letter.to_json_bytes()
-    )
 
 
 def quiet_kafka_client_debug() -> None:
@@ -534,36 +283,10 @@ def shorten_gil_switch_interval() -> None:
     sys.setswitchinterval(settings.exchange_gil_switch_interval_s)
 
 
-async def step(delivered: list[InputRecord], now: float) -> None:
-    """Process input records in order and write the tables once (under the step lock)."""
-    writes = TableWrites()
-    for record_in in delivered:
-        for record in await books.admit(record_in):
-            if record.topic == _COMMANDS_TOPIC:
-                await process_command(record, writes)
-            else:
-                await references.forward(record, writes, now)
-            books.processed(record.topic, record.partition, record.offset)
-    await writes.flush()
-
-
 @app.timer(interval=settings.exchange_catch_up_interval_s)
 async def catch_up_undelivered() -> None:
-    """Process what Faust dropped and nothing later will bring (:meth:`_Books.undelivered`).
-
-    Rebuilds first when no batch has yet since an assignment: Faust may deliver nothing at all
-    (its consumer group's offsets can be past what the exchange state says comes next)."""
-    if books.stale and (not books.assigned or app.rebalancing):
-        return  # a rebalance is under way; the next assignment or batch rebuilds
-    async with step_lock:
-        if books.stale:
-            if not books.assigned or app.rebalancing:
-                return
-            await books.rebuild()
-        now = time.monotonic()
-        records = await books.undelivered(now)
-        if records:
-            await step(records, now)
+    """Process what Faust dropped and nothing later will bring."""
+    await books.catch_up()
 
 
 @app.timer(interval=max(settings.exchange_reference_min_interval_s / 2, 0.05))
@@ -584,32 +307,6 @@ async def release_held_reference_prices() -> None:
 
 @app.agent(exchange_inputs, concurrency=1)
 async def match_orders(stream: StreamT) -> None:
-    install_commit_guard()
     quiet_kafka_client_debug()
     shorten_gil_switch_interval()
-    try:
-        async for batch in stream.take_events(
-            settings.exchange_batch_max, within=settings.exchange_batch_within_s
-        ):
-            await _take(batch)
-    finally:
-        await books.close_reader()
-
-
-async def _take(batch: list[Any]) -> None:
-    """One batch of delivered events: restore first where needed, then :func:`step`."""
-    async with step_lock:
-        if books.stale:
-            await books.rebuild()
-        else:
-            # A rebuild can run between a revocation and the assignment that follows it;
-            # partitions assigned after it are restored before their first record.
-            unseen = {event.message.partition for event in batch} - books.partitions
-            assigned = unseen & owned_partitions() if unseen else set()
-            if assigned:
-                await books.restore(assigned)
-        now = time.monotonic()
-        delivered = [InputRecord.of(event) for event in batch]
-        for record in delivered:
-            books.last_delivered[(record.topic, record.partition)] = now
-        await step(delivered, now)
+    await books.consume(stream)

@@ -1,4 +1,4 @@
-"""The exchange's Faust app: ``faust -A brokerflow.app worker -l info``.
+"""The Faust app of the exchange and the broker's accounts: ``faust -A brokerflow.app worker``.
 
 Run several workers to share the command topic's partitions; each claims its own data dir and web
 port (slot N of ``EXCHANGE_DATA_DIR``, port ``EXCHANGE_WEB_PORT_BASE + N``) with a file lock, so
@@ -7,7 +7,9 @@ every brokerflow process.
 
 Reading guide: :mod:`brokerflow.tables.exchange` (the RocksDB tables),
 :mod:`brokerflow.agents.match_orders` (the matching agent, with the exactly-once design, and
-:mod:`brokerflow.agents.exactly_once`, its transaction plumbing),
+:mod:`brokerflow.agents.exactly_once`, the machinery every stateful agent shares),
+:mod:`brokerflow.agents.accounts` (the broker's accounts: holds, settlement, ledger; its table in
+:mod:`brokerflow.tables.accounts`),
 :mod:`brokerflow.agents.forward_reference_prices` (market prices it turns into reference-price
 commands) and :mod:`brokerflow.agents.close_sessions` (the session-close timer).
 
@@ -110,6 +112,8 @@ def _mark_clean_if_not_crashed(app: faust.App, slot: Slot) -> None:
 app = create_app(settings)
 
 # Importing these registers the tables, agents and timer on ``app`` (they import it from here).
+import brokerflow.agents.accounts  # noqa: E402
 import brokerflow.agents.close_sessions  # noqa: E402
 import brokerflow.agents.match_orders  # noqa: E402
+import brokerflow.tables.accounts  # noqa: E402
 import brokerflow.tables.exchange  # noqa: E402, F401

@@ -154,7 +154,7 @@ def event_account_id(event: Event) -> str | None:
     """The account of the order an order event is about (``None`` for a trade, a duplicate, or
     an order placed without one)."""
     kind = event[0]
-    if kind == TRADE_EXECUTED or kind == ORDER_DUPLICATE_IGNORED:
+    if kind in (TRADE_EXECUTED, ORDER_DUPLICATE_IGNORED):
         return None
     if len(event) == 3:  # a fill: the maker's (offset 1) or the taker's (offset 2)
         return event[1][11] if event[2] == 1 else event[1][10]

@@ -23,9 +23,11 @@ numbers) is a *bad line*: reported on stderr as ``line N: reason`` and skipped. 
 refuses (tick or lot size, price band, unknown order...) is an ``OrderRejected`` event on stdout.
 The exit code is 0 unless the input or the ``--rules`` file could not be read (then 2).
 
-Symbols without rules get the defaults (tick 0.01, lot 1, no band, no self-trade prevention), so
-any tape replays. ``--rules FILE`` is a JSON object ``{"PETR4": {"tickSize": "0.01", "lotSize":
-"100", "priceBandPct": "10", "selfTradePrevention": "CANCEL_NEWEST"}}`` (numbers are read as exact
+Rules come from the instrument catalog (``INSTRUMENTS_PATH`` or the bundled one), as the exchange
+worker's do; symbols without rules get the defaults (tick 0.01, lot 1, no band, no self-trade
+prevention), so any tape replays. ``--rules FILE`` (default ``EXCHANGE_RULES_PATH``) overrides the
+catalog per symbol: a JSON object ``{"PETR4": {"tickSize": "0.01", "lotSize": "100",
+"priceBandPct": "10", "selfTradePrevention": "CANCEL_NEWEST"}}`` (numbers are read as exact
 decimals there, so ``"tickSize": 0.05`` works too).
 """
 
@@ -533,13 +535,14 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help or a usage error: argparse already printed why
         return exc.code if isinstance(exc.code, int) else 2
-    rules: dict[str, SymbolRules] | None = None
-    if args.rules:
-        try:
-            rules = load_rules(args.rules)
-        except ConfigError as exc:
-            print(f"brokerflow match: {exc}", file=sys.stderr)
-            return 2
+    from brokerflow.exchange.rules import exchange_rules  # the CLI's edge: settings, files
+    from brokerflow.settings import Settings
+
+    try:
+        rules = exchange_rules(Settings(), args.rules)
+    except ConfigError as exc:
+        print(f"brokerflow match: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.tape == "-":
             stats = replay(sys.stdin, sys.stdout, sys.stderr, rules)
