@@ -28,7 +28,7 @@ def asset_view(rules: BrokerRules, instrument: Instrument) -> Asset:
         }
     else:
         components = {"trading": rules.fees.crypto_pct}
-    per_side = sum(components.values())
+    per_side = rules.fees.pct(instrument.fee_schedule)
     return Asset(
         symbol=instrument.symbol,
         venue=instrument.venue,

@@ -51,8 +51,11 @@ REFUSAL_STATUS: Mapping[str, int] = {
     "UNKNOWN_ACCOUNT": 404,
     "ACCOUNT_EXISTS": 409,
     "UNKNOWN_SYMBOL": 422,
+    "UNKNOWN_CURRENCY": 422,
+    "AMOUNT_PRECISION": 422,
     "TICK_SIZE": 422,
     "LOT_SIZE": 422,
+    "AMEND_BELOW_FILLED": 422,
     "MARKET_CLOSED": 403,
     "INSUFFICIENT_BUYING_POWER": 403,
     "INSUFFICIENT_SHARES": 403,
@@ -62,11 +65,15 @@ REFUSAL_STATUS: Mapping[str, int] = {
     "UNKNOWN_ORDER": 404,
     "ORDER_NOT_OPEN": 409,
     "CANCEL_PENDING": 409,
+    "AMEND_PENDING": 409,
 }
 
 #: The request field a refusal is about, when it is about one (camelCase, as the client sent it).
 REFUSAL_FIELD: Mapping[str, str] = {
     "UNKNOWN_SYMBOL": "symbol",
+    "UNKNOWN_CURRENCY": "currency",
+    "AMOUNT_PRECISION": "amount",
+    "AMEND_BELOW_FILLED": "quantity",
     "TICK_SIZE": "price",
     "LOT_SIZE": "quantity",
     "MARKET_CLOSED": "timeInForce",
@@ -140,6 +147,7 @@ class ApiError(Exception):
 
 def refusal(code: str, message: str, **extra: Any) -> ApiError:
     """The HTTP error for a refusal code of the accounts agent or of ``check_order``."""
+    code = str(code)  # the core's codes are a StrEnum
     return ApiError(
         REFUSAL_STATUS.get(code, 403), code, message, field=REFUSAL_FIELD.get(code), **extra
     )

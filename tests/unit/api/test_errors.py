@@ -34,6 +34,10 @@ from brokerflow.api.errors import (
         ("CANCEL_PENDING", 409, None),
         ("ORDER_ID_IN_USE", 409, None),
         ("ACCOUNT_EXISTS", 409, None),
+        ("AMEND_PENDING", 409, None),
+        ("UNKNOWN_CURRENCY", 422, "currency"),
+        ("AMOUNT_PRECISION", 422, "amount"),
+        ("AMEND_BELOW_FILLED", 422, "quantity"),
         ("A_CODE_ADDED_LATER", 403, None),  # any other refusal is a business refusal
     ],
 )
