@@ -270,8 +270,11 @@ def attach_fees(doc: Document | None, event: FillSettled) -> Document | None:
 
 
 def fold_refusal(doc: Document | None, event: RequestRefused) -> Document | None:
-    """A refused RequestOrder: the PENDING order becomes REJECTED with the agent's code."""
-    if doc is None or event.command != "RequestOrder":
+    """A refused RequestOrder: the PENDING order becomes REJECTED with the agent's code.
+
+    Not ``ORDER_ID_IN_USE``: that refuses a second copy of an order the API sent again (a retry
+    with the same idempotency key), and says nothing about the first copy, which stands."""
+    if doc is None or event.command != "RequestOrder" or event.code == "ORDER_ID_IN_USE":
         return None
     if doc.get("status") != OrderStatus.PENDING.value:
         return None

@@ -396,6 +396,13 @@ def test_a_refusal_changes_only_a_pending_order_and_only_for_a_placement() -> No
     assert fold_refusal(None, refused()) is None
 
 
+def test_a_resent_copy_refused_as_order_id_in_use_leaves_the_order_alone() -> None:
+    """The API sends a PENDING order again on a retry; the agent refuses the copy, the first
+    copy stands."""
+    copy_refused = refused().model_copy(update={"code": "ORDER_ID_IN_USE"})
+    assert fold_refusal(pending_order(), copy_refused) is None
+
+
 # --- accounts and positions --------------------------------------------------------------------
 
 

@@ -1,0 +1,224 @@
+"""Order placement latency through the whole system: POST /api/v1/orders to its answer.
+
+Run ``python bench/bench_broker_api.py`` (``--rates 200,500 --seconds 60``; the local stack must be
+up). It starts ``brokerflow run`` in a namespace of its own (topics, app id, database, Redis keys,
+stack folder for state and logs; the same Kafka, Redis and MongoDB): the exchange and accounts
+worker, the ingest flow looping the sample tape, the stats flow, the API and the projector. Then it
+signs up ``--users`` users, funds each with cash and PETR4 shares, and for each rate sends limit
+orders open-loop (at fixed instants, whatever the answers: no coordinated omission), half buys and
+half sells around one price so about half of them trade and settle. Each order's latency runs from
+the instant it was due to its answer (202 ACCEPTED once the accounts agent's decision is
+committed, or 202 PENDING after API_DECISION_WAIT_MS). Prints p50/p90/p99/max per rate, how many
+answers were ACCEPTED, PENDING or errors, the machine and the command. Load goes to loopback only
+and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from brokerflow.settings import Settings
+from brokerflow.topics import delete_topics
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_exchange_agents import cpu_model
+
+BROKERFLOW = str(Path(sys.executable).with_name("brokerflow"))
+PASSWORD = "bench-password-1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def wait_until_up(base: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(base_url=base, timeout=2) as client:
+        while time.monotonic() < deadline:
+            try:
+                if (await client.get("/api/v1/assets")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"the API at {base} did not answer within {timeout_s:.0f} s")
+
+
+async def set_up_users(client: httpx.AsyncClient, count: int) -> list[dict[str, str]]:
+    """Users with cash and shares; the first requests also wait out the worker's start-up."""
+    users = []
+    for n in range(count):
+        name = f"bench{n:03d}"
+        created = await client.post("/api/v1/users", json={"username": name, "password": PASSWORD})
+        created.raise_for_status()
+        token = await client.post(
+            "/api/v1/auth/token", json={"username": name, "password": PASSWORD}
+        )
+        token.raise_for_status()
+        auth = {"Authorization": f"Bearer {token.json()['accessToken']}"}
+        for path, body in (
+            ("/api/v1/account/deposits", {"currency": "BRL", "amount": "100000000.00"}),
+            (
+                "/api/v1/account/custody-transfers",
+                {"symbol": "PETR4", "quantity": "10000000", "averagePrice": "37.00"},
+            ),
+        ):
+            for _ in range(60):  # until the worker is up and the decision came in time
+                answer = await client.post(path, json=body, headers=auth)
+                if answer.status_code in (200, 201):
+                    break
+                await asyncio.sleep(1)
+            else:
+                raise RuntimeError(f"{path} for {name}: {answer.status_code} {answer.text}")
+        users.append(auth)
+    return users
+
+
+async def load(
+    client: httpx.AsyncClient, users: list[dict[str, str]], rate: float, seconds: float
+) -> tuple[list[float], Counter[str]]:
+    """Open-loop: order n is due at start + n / rate; latency from due time to answer."""
+    rng = random.Random(int(rate))
+    latencies: list[float] = []
+    outcomes: Counter[str] = Counter()
+    total = int(rate * seconds)
+    start = time.monotonic() + 0.5
+
+    async def one(n: int) -> None:
+        due = start + n / rate
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        body = {
+            "symbol": "PETR4",
+            "side": "BUY" if n % 2 else "SELL",
+            "type": "LIMIT",
+            "quantity": str(rng.choice([100, 200, 300])),
+            "price": f"{38.45 + rng.randint(0, 10) / 100:.2f}",
+        }
+        try:
+            answer = await client.post("/api/v1/orders", json=body, headers=users[n % len(users)])
+            latencies.append(time.monotonic() - due)
+            outcomes[
+                answer.json().get("status", "?")
+                if answer.status_code == 202
+                else str(answer.status_code)
+            ] += 1
+        except httpx.HTTPError as exc:
+            latencies.append(time.monotonic() - due)
+            outcomes[type(exc).__name__] += 1
+
+    await asyncio.gather(*(one(n) for n in range(total)))
+    return latencies, outcomes
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="200,500", help="orders/s, comma-separated")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument(
+        "--commit-interval",
+        type=float,
+        default=None,
+        help="EXCHANGE_COMMIT_INTERVAL_S of the worker (default: the setting's)",
+    )
+    args = parser.parse_args(argv)
+    rates = [float(rate) for rate in args.rates.split(",")]
+    base_settings = Settings()
+    unique = uuid.uuid4().hex[:8]
+    workdir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
+    port = free_port()
+    env = {
+        **os.environ,
+        "STACK_DIR": str(workdir / "stack"),
+        "TOPIC_PREFIX": f"bench{unique}-",
+        "EXCHANGE_APP_ID": f"bench-broker-{unique}",
+        "MONGO_DATABASE": f"bench_{unique}",
+        "STATS_REDIS_PREFIX": f"bench{unique}:",
+        "API_REDIS_PREFIX": f"bench{unique}:api:",
+        "PROJECTIONS_GROUP_ID": f"bench-projections-{unique}",
+        "API_PORT": str(port),
+        "API_RATE_LIMIT": "100000/second",
+        "KAFKA_BOOTSTRAP_SERVERS": base_settings.kafka_bootstrap_servers,
+        "REDIS_URL": base_settings.redis_url,
+        "MONGO_URL": base_settings.mongo_url,
+    }
+    if args.commit_interval is not None:
+        env["EXCHANGE_COMMIT_INTERVAL_S"] = str(args.commit_interval)
+    log = open(workdir / "run.log", "wb")  # noqa: SIM115
+    total_s = 120 + len(rates) * (args.seconds + 30)
+    system = subprocess.Popen(
+        [BROKERFLOW, "run", "--for", f"{int(total_s)}s"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    results: list[tuple[float, list[float], Counter[str]]] = []
+    try:
+
+        async def bench() -> None:
+            await wait_until_up(base, 120)
+            limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+            async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+                users = await set_up_users(client, args.users)
+                for rate in rates:
+                    latencies, outcomes = await load(client, users, rate, args.seconds)
+                    results.append((rate, latencies, outcomes))
+                    await asyncio.sleep(5)  # let the backlog drain before the next rate
+
+        asyncio.run(bench())
+    finally:
+        system.send_signal(signal.SIGTERM)
+        try:
+            system.wait(90)
+        except subprocess.TimeoutExpired:
+            os.killpg(system.pid, signal.SIGKILL)
+    for rate, latencies, outcomes in results:
+        ms = [1000 * value for value in latencies]
+        print(
+            f"{rate:.0f} orders/s for {args.seconds:.0f} s ({len(ms)} orders): placement latency "
+            f"p50 {percentile(ms, 50):.1f} ms, p90 {percentile(ms, 90):.1f} ms, "
+            f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms, mean "
+            f"{statistics.fmean(ms):.1f} ms; answers {dict(outcomes)}"
+        )
+    settings = base_settings.model_copy(update={"topic_prefix": env["TOPIC_PREFIX"]})
+    asyncio.run(delete_topics(settings, lambda name: unique in name))
+    print(
+        f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
+        f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
+    extra = "" if args.commit_interval is None else f" --commit-interval {args.commit_interval}"
+    print(
+        f"command: python bench/bench_broker_api.py --rates {args.rates} --seconds "
+        f"{args.seconds:.0f} --users {args.users}{extra}"
+    )
+    print(f"system log: {workdir / 'run.log'} (and {workdir / 'stack' / 'logs'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
