@@ -731,22 +731,23 @@ def _fill(tx: _Tx, order: OpenOrder, report: Any) -> None:
     filled = order.filled + quantity
     closes = report.type == "OrderFilled"
     position = tx.position(order.symbol, currency)
-    held_after = position.quantity
     if order.side == _BUY:
         hold_price = order.hold_price
         assert hold_price is not None
         attributed = order.attributed + quantity * hold_price
         share = quantity * hold_price + fee(rules, instrument, attributed)
         share -= fee(rules, instrument, order.attributed)
+        if order.order_type == _MARKET:  # its hold was rounded up to whole cents; so is its use
+            share = round_up(share, rules.decimals(currency))
         used = min(order.hold, share)
         cost = gross + fees
         tx.add_cash(currency, settled=-cost, held=-used)
-        held_after = position.quantity + quantity
+        owned = position.quantity + quantity
         cost_basis = gross + fees
         if position.average_price is not None:
             cost_basis += position.quantity * position.average_price
-        average = _average(cost_basis, held_after)
-        tx.set_position(replace(position, quantity=held_after, average_price=average))
+        average = _average(cost_basis, owned)
+        tx.set_position(replace(position, quantity=owned, average_price=average))
         tx.entry(
             FillSettled,
             currency,
@@ -761,7 +762,7 @@ def _fill(tx: _Tx, order: OpenOrder, report: Any) -> None:
             position_delta=quantity,
             cash_hold_released=used,
             shares_hold_released=ZERO,
-            position_quantity=held_after,
+            position_quantity=owned,
             average_price=average,
             realized_pnl=ZERO,
         )
@@ -773,12 +774,12 @@ def _fill(tx: _Tx, order: OpenOrder, report: Any) -> None:
             quantum(decimals), rounding=ROUND_HALF_EVEN
         )
         proceeds = gross - fees
-        held_after = position.quantity - quantity
-        average = position.average_price if held_after else None
+        owned = position.quantity - quantity
+        average = position.average_price if owned else None
         tx.set_position(
             replace(
                 position,
-                quantity=held_after,
+                quantity=owned,
                 held=position.held - quantity,
                 average_price=average,
                 realized_pnl=position.realized_pnl + realized,
@@ -805,7 +806,7 @@ def _fill(tx: _Tx, order: OpenOrder, report: Any) -> None:
             position_delta=-quantity,
             cash_hold_released=ZERO,
             shares_hold_released=quantity,
-            position_quantity=held_after,
+            position_quantity=owned,
             average_price=average,
             realized_pnl=realized,
             settlement_date=due,
