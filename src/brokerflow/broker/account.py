@@ -85,6 +85,7 @@ __all__ = [
     "AVERAGE_PRICE_DECIMALS",
     "Decision",
     "ExchangeCommand",
+    "LedgerEntry",
     "Outcome",
     "apply_report",
     "buy_hold",
@@ -96,6 +97,18 @@ AVERAGE_PRICE_DECIMALS: Final = 8
 #: Wide enough that no product or quotient of wire values rounds before we say so.
 _CONTEXT: Final = Context(prec=60, rounding=ROUND_HALF_EVEN)
 
+LedgerEntry = (
+    AccountOpened
+    | CashDeposited
+    | CashWithdrawn
+    | CustodyTransferredIn
+    | CashSettled
+    | FundsHeld
+    | FundsReleased
+    | SharesHeld
+    | SharesReleased
+    | FillSettled
+)
 Decision = RequestAccepted | RequestRefused | CancelRequestRejected
 ExchangeCommand = PlaceOrder | CancelOrder | AmendOrder
 
@@ -107,7 +120,7 @@ _MARKET = "MARKET"
 class Outcome:
     """What one request or report caused: ledger entries, decisions, exchange commands."""
 
-    ledger: list[Any] = field(default_factory=list)
+    ledger: list[LedgerEntry] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     exchange: list[ExchangeCommand] = field(default_factory=list)
 
@@ -338,8 +351,8 @@ def decide(
     """
     kind = request.type
     order_id = getattr(request, "order_id", None)
-    if kind == "OpenAccount":
-        return _open(state, request)
+    if kind == "OpenAccount" and state is None:
+        return _open(request)
     if state is None:
         refusal = Refusal(
             RefusalCode.UNKNOWN_ACCOUNT,
@@ -358,12 +371,7 @@ def decide(
         return tx.result()
 
 
-def _open(state: AccountState | None, request: Any) -> tuple[AccountState | None, Outcome]:
-    if state is not None:
-        refusal = Refusal(
-            RefusalCode.ACCOUNT_EXISTS, f"account {request.account_id} is already open"
-        )
-        return state, Outcome(decisions=[_refused(request, refusal, None)])
+def _open(request: Any) -> tuple[AccountState, Outcome]:
     opened = AccountState(account_id=request.account_id, user_id=request.user_id)
     entry = AccountOpened(
         account_id=opened.account_id,
@@ -380,6 +388,10 @@ def _open(state: AccountState | None, request: Any) -> tuple[AccountState | None
         event_time=request.event_time,
     )
     return opened, Outcome(ledger=[entry], decisions=[accepted])
+
+
+def _reopen(tx: _Tx, request: Any) -> Refusal:
+    return Refusal(RefusalCode.ACCOUNT_EXISTS, f"account {request.account_id} is already open")
 
 
 def _check_amount(rules: BrokerRules, currency: str, amount: Decimal) -> Refusal | None:
@@ -654,6 +666,7 @@ def _amend(tx: _Tx, request: Any) -> Refusal | None:
 
 
 _REQUESTS: Final[dict[str, Callable[[_Tx, Any], Refusal | None]]] = {
+    "OpenAccount": _reopen,
     "DepositCash": _deposit,
     "WithdrawCash": _withdraw,
     "TransferCustody": _transfer,
