@@ -26,6 +26,16 @@ Refusals change nothing. Sale proceeds with a settlement cycle (B3: D+2) are uns
 their date: spendable at once, withdrawable only after the ``CashSettled`` that the first
 request or report on or after that date (Sao Paulo) brings.
 
+Reports
+-------
+A report at or below the last exchange sequence applied for its symbol is a duplicate, and a
+report about an order the account does not have open is stale: both are ignored without a word
+(and without settling anything). An ``OrderRejected`` answers the command its ``detail`` names
+(``PlaceOrder: ...`` closes the order; ``CancelOrder: ...``/``AmendOrder: ...`` mean the pending
+cancel or amend lost, said with a ``CancelRequestRejected``). A cancel or amend still pending
+when its order fills, expires or is rejected lost too, and so does an amend pending when the
+order is cancelled; a cancel pending then (IOC remainder, self-trade) got what it asked for.
+
 Limits: a MARKET buy that sweeps the book beyond its collar costs more than it held (the
 exchange has already traded; the cash shows it). An order id may be reused once its order is
 closed (the API never does: its order ids are unique).
