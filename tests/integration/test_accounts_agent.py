@@ -57,7 +57,8 @@ def settings() -> Settings:
 
 @pytest.fixture
 def broker(settings: Settings, unique: str, tmp_path: Path) -> IsolatedExchange:
-    return isolated_exchange(settings, unique, tmp_path, "acct")
+    # The instrument catalog's rules (PETR4 lot 1), as the broker's checks use, not a rules file.
+    return isolated_exchange(settings, unique, tmp_path, "acct", EXCHANGE_RULES_PATH="")
 
 
 def at(seconds: float) -> datetime:

@@ -60,8 +60,14 @@ def amounts(values: dict[str, Any]) -> dict[str, Decimal | None]:
 async def test_sign_up_fund_buy_sell_cancel_and_see_fills_and_portfolio(
     settings: Settings, unique: str, mongo_db: AsyncDatabase, tmp_path: Path
 ) -> None:
-    exchange = isolated_exchange(
-        settings, unique, tmp_path, "e2e", EXCHANGE_RULES_PATH="", EXCHANGE_COMMIT_INTERVAL_S="0.1"
+    exchange = await asyncio.to_thread(
+        isolated_exchange,
+        settings,
+        unique,
+        tmp_path,
+        "e2e",
+        EXCHANGE_RULES_PATH="",  # the instrument catalog's rules, as the API's checks use
+        EXCHANGE_COMMIT_INTERVAL_S="0.1",
     )
     worker = exchange.start_worker("w1")
     stop_projector = asyncio.Event()
