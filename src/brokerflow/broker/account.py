@@ -75,7 +75,7 @@ from brokerflow.schemas.accounts import (
     RequestAccepted,
     RequestRefused,
 )
-from brokerflow.schemas.base import format_decimal
+from brokerflow.schemas.base import format_decimal, format_utc
 from brokerflow.schemas.ledger import (
     AccountOpened,
     CashDeposited,
@@ -180,6 +180,7 @@ class _Tx:
         "orders",
         "outcome",
         "positions",
+        "recently_closed",
         "rules",
         "sequence",
         "settlements",
@@ -196,6 +197,7 @@ class _Tx:
         self.orders = dict(state.orders)
         self.settlements = list(state.settlements)
         self.last_sequence = dict(state.last_report_sequence)
+        self.recently_closed = dict(state.recently_closed)
         self.outcome = Outcome()
         self.changed = False
 
@@ -275,7 +277,13 @@ class _Tx:
         self.changed = True
 
     def drop_order(self, order_id: str) -> None:
+        """Close an order; its id stays refused for ``closed_order_memory`` of event time."""
         del self.orders[order_id]
+        forget_before = format_utc(self.event_time - self.rules.closed_order_memory)
+        self.recently_closed = {
+            closed_id: at for closed_id, at in self.recently_closed.items() if at >= forget_before
+        }
+        self.recently_closed[order_id] = format_utc(self.event_time)
         self.changed = True
 
     def settle_due(self) -> None:
@@ -332,6 +340,7 @@ class _Tx:
             orders=self.orders,
             settlements=tuple(self.settlements),
             last_report_sequence=self.last_sequence,
+            recently_closed=self.recently_closed,
         )
         return state, self.outcome
 
@@ -490,6 +499,12 @@ def _order(tx: _Tx, request: Any) -> Refusal | None:
         return Refusal(
             RefusalCode.ORDER_ID_IN_USE,
             f"order {order_id} is open in this account; choose another order id",
+        )
+    if order_id in tx.recently_closed:
+        return Refusal(
+            RefusalCode.ORDER_ID_IN_USE,
+            f"order {order_id} was placed already and closed at {tx.recently_closed[order_id]}; "
+            "choose another order id",
         )
     instrument = rules.instruments[request.symbol]
     currency = instrument.currency

@@ -11,7 +11,7 @@ Decimal('1.16')
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 from functools import lru_cache
@@ -108,6 +108,9 @@ class BrokerRules:
     session_open: time = time(10, 0)
     session_close: time = time(17, 0)
     session_tz: str = "America/Sao_Paulo"
+    #: How long a closed order's id stays refused (ORDER_ID_IN_USE): the API sends a PENDING
+    #: order again on a retry with its idempotency key, so as long as a key lives.
+    closed_order_memory: timedelta = timedelta(hours=24)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BrokerRules:
@@ -118,6 +121,7 @@ class BrokerRules:
             session_open=settings.exchange_session_open,
             session_close=settings.exchange_session_close,
             session_tz=settings.exchange_session_timezone,
+            closed_order_memory=timedelta(seconds=settings.api_idempotency_ttl_s),
         )
 
     def decimals(self, currency: str) -> int:

@@ -275,6 +275,9 @@ class AccountState:
     settlements: tuple[PendingSettlement, ...] = ()
     #: The last exchange sequence applied per symbol: a report at or below it is a duplicate.
     last_report_sequence: Mapping[str, int] = field(default_factory=dict)
+    #: Ids of orders closed lately -> when (ISO UTC): refused if placed again, for
+    #: ``BrokerRules.closed_order_memory`` (bounded: older ones are forgotten).
+    recently_closed: Mapping[str, str] = field(default_factory=dict)
 
     __hash__ = None  # type: ignore[assignment]  # mappings inside: equality, not identity
 
@@ -297,6 +300,7 @@ class AccountState:
             "orders": {order_id: o.to_record() for order_id, o in self.orders.items()},
             "settlements": [s.to_record() for s in self.settlements],
             "lastReportSequence": dict(self.last_report_sequence),
+            "recentlyClosed": dict(self.recently_closed),
         }
 
     @classmethod
@@ -311,6 +315,7 @@ class AccountState:
             orders={i: OpenOrder.from_record(i, o) for i, o in record["orders"].items()},
             settlements=tuple(PendingSettlement.from_record(s) for s in record["settlements"]),
             last_report_sequence=dict(record["lastReportSequence"]),
+            recently_closed=dict(record.get("recentlyClosed", {})),
         )
 
     def to_bytes(self) -> bytes:

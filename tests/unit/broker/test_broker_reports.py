@@ -15,6 +15,7 @@ from .support import (
     accepted,
     amend,
     amended,
+    at,
     cancel,
     cancelled,
     custody,
@@ -414,3 +415,29 @@ def test_reports_settle_what_is_due_first_and_carry_the_report_time() -> None:
     ]
     # Monday's sale settles on Wednesday 2026-07-01
     assert outcome.ledger[1].settlement_date == date(2026, 7, 1)
+
+
+def test_a_closed_order_id_is_refused_for_a_day_then_forgotten() -> None:
+    """The API sends a PENDING order again on a retry with its idempotency key. Were the copy
+    accepted after the first had closed, the exchange would ignore the known id and the copy's
+    hold would never be released: it is refused for as long as a key lives (24 h)."""
+    account = opened(deposit("10000.00"), order("o1", "BUY", "100", "38.52"))
+    account.report(accepted("o1", 1, "BUY", "100", "38.52"))
+    account.report(fill("o1", 2, "100", "38.52", filled="100", leaves="0"))
+    assert "o1" not in account.live.orders
+    held_before = balances(account.live)["BRL"].held
+
+    again = account.request(order("o1", "BUY", "100", "38.52", when=at(3600)))
+    assert [(d.type, getattr(d, "code", None)) for d in again.decisions] == [
+        ("RequestRefused", "ORDER_ID_IN_USE")
+    ]
+    assert again.ledger == []
+    assert again.exchange == []
+    assert balances(account.live)["BRL"].held == held_before == 0
+
+    # Closing another order a day later forgets o1 (the memory stays bounded).
+    day_later = at(24 * 3600 + 60)
+    account.request(order("o2", "BUY", "1", "38.52", when=day_later))
+    account.report(accepted("o2", 3, "BUY", "1", "38.52", when=day_later))
+    account.report(cancelled("o2", 4, "0", "1", when=day_later))
+    assert set(account.live.recently_closed) == {"o2"}

@@ -101,7 +101,7 @@ def test_the_record_is_plain_json_with_decimal_strings() -> None:
         b'"positions":{"PETR4":{"currency":"BRL","quantity":"10","held":"5",'
         b'"averagePrice":"30.2525","realizedPnl":"0"}},"orders":{},'
         b'"settlements":[{"tradeId":"PETR4-T3","currency":"BRL","amount":"289.91",'
-        b'"settlementDate":"2026-06-29"}],"lastReportSequence":{"PETR4":12}}'
+        b'"settlementDate":"2026-06-29"}],"lastReportSequence":{"PETR4":12},"recentlyClosed":{}}'
     )
 
 
