@@ -35,6 +35,7 @@ from brokerflow.api.models import (
     PositionView,
 )
 from brokerflow.api.security import Principal
+from brokerflow.broker import Cash
 from brokerflow.schemas.accounts import DepositCash, RequestRefused, TransferCustody, WithdrawCash
 
 __all__ = ["account_view", "portfolio_view", "router", "to_decimal"]
@@ -204,8 +205,8 @@ def account_view(
 ) -> AccountView:
     """Balances per currency from the ``accounts`` read model (zeros when there is none yet).
 
-    buyingPower = cash + unsettled - held; withdrawable = settled cash not needed for holds
-    (holds are taken from unsettled proceeds first), never below zero."""
+    buyingPower and withdrawable as the accounts agent computes them (:class:`brokerflow.broker.
+    Cash`): cash + unsettled - held, and settled cash not held, never below zero."""
     document = document or {}
     raw = document.get("balances")
     balances = raw if isinstance(raw, Mapping) else {}
@@ -216,13 +217,13 @@ def account_view(
         cash = _zero(to_decimal(entry.get("cash")))
         held = _zero(to_decimal(entry.get("held")))
         unsettled = _zero(to_decimal(entry.get("unsettled")))
-        buying_power = cash + unsettled - held
+        amounts = Cash(settled=cash, unsettled=unsettled, held=held)
         view[currency] = CurrencyBalance(
             cash=cash,
             held=held,
             unsettled_cash=unsettled,
-            buying_power=buying_power,
-            withdrawable=max(Decimal(0), min(cash, buying_power)),
+            buying_power=amounts.buying_power,
+            withdrawable=amounts.withdrawable,
         )
     raw_shares = document.get("sharesHeld")
     shares = raw_shares if isinstance(raw_shares, Mapping) else {}

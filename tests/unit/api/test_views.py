@@ -27,13 +27,14 @@ def test_balances_per_currency() -> None:
     assert view == {
         "accountId": "acct-1",
         "balances": {
-            # 1000.00 - 200.00 - 381.20 = 418.80; withdrawable min(1000.00, 418.80)
+            # 1000.00 - 200.00 - 381.20 = 418.80; withdrawable: the settled cash not held,
+            # 1000.00 - 381.20 = 618.80 (the accounts agent's rule, brokerflow.broker.Cash)
             "BRL": {
                 "cash": "1000.00",
                 "held": "381.20",
                 "unsettledCash": "-200.00",
                 "buyingPower": "418.80",
-                "withdrawable": "418.80",
+                "withdrawable": "618.80",
             },
             # 50 + 25.5 - 0 = 75.5; withdrawable only the settled 50
             "USDT": {
