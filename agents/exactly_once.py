@@ -556,23 +556,31 @@ def install_commit_guard() -> None:
         topics: Collection[Any] | None = None, start_new_transaction: bool = True
     ) -> bool:
         async with step_lock:
-            offsets = consumer._filter_committable_offsets(
-                consumer._filter_tps_with_pending_acks(topics)
-            )
-            ours: dict[TopicPartition, int] = {}
-            for agent in _AGENTS:
-                ours.update(agent.offsets_to_commit(topics))
-            offsets.update(ours)
-            if not offsets:
-                return False
-            await consumer._handle_attached(offsets)
-            did_commit: bool = await consumer._commit_offsets(
-                offsets, start_new_transaction=start_new_transaction
-            )
-            if did_commit:
+            try:
+                offsets = consumer._filter_committable_offsets(
+                    consumer._filter_tps_with_pending_acks(topics)
+                )
+                ours: dict[TopicPartition, int] = {}
                 for agent in _AGENTS:
-                    agent.committed(ours)
-            return did_commit
+                    ours.update(agent.offsets_to_commit(topics))
+                offsets.update(ours)
+                if not offsets:
+                    return False
+                await consumer._handle_attached(offsets)
+                did_commit: bool = await consumer._commit_offsets(
+                    offsets, start_new_transaction=start_new_transaction
+                )
+                if did_commit:
+                    for agent in _AGENTS:
+                        agent.committed(ours)
+                return did_commit
+            finally:
+                if not start_new_transaction:
+                    # Faust ends the transactions (revocation, shutdown): until the next
+                    # assignment there is no transaction to send in, so no agent may process
+                    # another record (one waiting for the lock would fail, crashing the worker).
+                    for agent in _AGENTS:
+                        agent.mark_stale(assigned=False)
 
     consumer.force_commit = commit_processed_records  # type: ignore[method-assign]
     consumer._brokerflow_guarded = True  # type: ignore[attr-defined]
