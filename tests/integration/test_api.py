@@ -352,7 +352,7 @@ async def test_account_and_portfolio_from_the_read_models(api: Api) -> None:
         "held": "381.20",
         "unsettledCash": "1250.00",
         "buyingPower": "5868.80",  # 5000.00 + 1250.00 - 381.20
-        "withdrawable": "5000.00",  # settled only
+        "withdrawable": "4618.80",  # settled and not held: 5000.00 - 381.20
     }
     assert account["sharesHeld"] == {"VALE3": "100"}
 
