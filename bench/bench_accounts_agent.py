@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from brokerflow.settings import Settings
 from brokerflow.topics import catalog, delete_topics, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_exchange_agents import FAUST, cpu_model, raw_kafka
+from bench_exchange_agents import FAUST, machine_line, raw_kafka
 
 T0 = datetime(2026, 6, 25, 13, 0, tzinfo=UTC)
 
@@ -161,10 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"ratio agent (start-up included) / raw produce+consume: {rate / raw_rate:.3f}")
     asyncio.run(delete_topics(settings, lambda name: unique in name))
-    print(
-        f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
-        f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
-    )
+    print(machine_line())
     print(
         "command: python bench/bench_accounts_agent.py "
         f"--orders {args.orders} --accounts {args.accounts}"

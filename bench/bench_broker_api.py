@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import random
 import signal
 import socket
@@ -37,7 +36,7 @@ from brokerflow.settings import Settings
 from brokerflow.topics import delete_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_exchange_agents import cpu_model
+from bench_exchange_agents import machine_line
 
 BROKERFLOW = str(Path(sys.executable).with_name("brokerflow"))
 PASSWORD = "bench-password-1"
@@ -204,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     settings = base_settings.model_copy(update={"topic_prefix": env["TOPIC_PREFIX"]})
     asyncio.run(delete_topics(settings, lambda name: unique in name))
-    print(
-        f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
-        f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
-    )
+    print(machine_line())
     extra = "" if args.commit_interval is None else f" --commit-interval {args.commit_interval}"
     print(
         f"command: python bench/bench_broker_api.py --rates {args.rates} --seconds "

@@ -49,6 +49,14 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_line() -> str:
+    """The line every benchmark prints about the machine it ran on."""
+    return (
+        f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
+        f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+    )
+
+
 async def raw_kafka(settings: Settings, count: int, size: int) -> tuple[float, float]:
     """(produce rate, consume rate) in records/s for ``count`` records of ``size`` bytes."""
     name = settings.topic("bench-raw-v1")
@@ -178,10 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"ratio agents (start-up included) / raw produce+consume: {agent_rate / raw_rate:.3f}")
     asyncio.run(delete_topics(settings, lambda name: unique in name))  # the worker's too
-    print(
-        f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
-        f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
-    )
+    print(machine_line())
     print(f"command: python bench/bench_exchange_agents.py --commands {args.commands}")
     return 0
 

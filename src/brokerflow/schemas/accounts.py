@@ -29,7 +29,7 @@ from brokerflow.schemas.base import (
     UtcDatetime,
     invalid_field,
 )
-from brokerflow.schemas.orders import OrderType, Side, TimeInForce
+from brokerflow.schemas.orders import OrderType, Side, TimeInForce, check_price_matches_type
 
 __all__ = [
     "AccountCommand",
@@ -113,10 +113,7 @@ class RequestOrder(_AccountRequest):
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> RequestOrder:
-        if self.order_type is OrderType.LIMIT and self.price is None:
-            raise invalid_field("price", "a LIMIT order needs a price")
-        if self.order_type is OrderType.MARKET and self.price is not None:
-            raise invalid_field("price", "a MARKET order takes no price (send null)", self.price)
+        check_price_matches_type(self.order_type, self.price)
         return self
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "SetReferencePrice",
     "Side",
     "TimeInForce",
+    "check_price_matches_type",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
@@ -85,6 +86,14 @@ class OrderStatus(StrEnum):
 # --- commands ------------------------------------------------------------------------------
 
 
+def check_price_matches_type(order_type: OrderType, price: object) -> None:
+    """A LIMIT order needs a price, a MARKET order takes none (for the models' validators)."""
+    if order_type is OrderType.LIMIT and price is None:
+        raise invalid_field("price", "a LIMIT order needs a price")
+    if order_type is OrderType.MARKET and price is not None:
+        raise invalid_field("price", "a MARKET order takes no price (send null)", price)
+
+
 class PlaceOrder(Message):
     type: Literal["PlaceOrder"] = "PlaceOrder"
     order_id: Id
@@ -101,10 +110,7 @@ class PlaceOrder(Message):
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> PlaceOrder:
-        if self.order_type is OrderType.LIMIT and self.price is None:
-            raise invalid_field("price", "a LIMIT order needs a price")
-        if self.order_type is OrderType.MARKET and self.price is not None:
-            raise invalid_field("price", "a MARKET order takes no price (send null)", self.price)
+        check_price_matches_type(self.order_type, self.price)
         return self
 
 
