@@ -30,6 +30,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from brokerflow.settings import Settings
@@ -88,38 +89,49 @@ async def set_up_users(client: httpx.AsyncClient, count: int) -> list[dict[str, 
 
 
 async def load(
-    client: httpx.AsyncClient, users: list[dict[str, str]], rate: float, seconds: float
+    base: str, users: list[dict[str, str]], rate: float, seconds: float
 ) -> tuple[list[float], Counter[str]]:
-    """Open-loop: order n is due at start + n / rate; latency from due time to answer."""
+    """Open-loop: order n is due at start + n / rate; latency from due time to answer.
+
+    aiohttp, not httpx: with some hundred requests waiting for a connection, httpx's pool
+    spent a whole core of the load generator and sent a tenth of the rate."""
     rng = random.Random(int(rate))
     latencies: list[float] = []
     outcomes: Counter[str] = Counter()
     total = int(rate * seconds)
-    start = time.monotonic() + 0.5
+    connector = aiohttp.TCPConnector(limit=500)
+    async with aiohttp.ClientSession(
+        base, connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+    ) as session:
+        start = time.monotonic() + 0.5
 
-    async def one(n: int) -> None:
-        due = start + n / rate
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        body = {
-            "symbol": "PETR4",
-            "side": "BUY" if n % 2 else "SELL",
-            "type": "LIMIT",
-            "quantity": str(rng.choice([100, 200, 300])),
-            "price": f"{38.45 + rng.randint(0, 10) / 100:.2f}",
-        }
-        try:
-            answer = await client.post("/api/v1/orders", json=body, headers=users[n % len(users)])
-            latencies.append(time.monotonic() - due)
-            outcomes[
-                answer.json().get("status", "?")
-                if answer.status_code == 202
-                else str(answer.status_code)
-            ] += 1
-        except httpx.HTTPError as exc:
-            latencies.append(time.monotonic() - due)
-            outcomes[type(exc).__name__] += 1
+        async def one(n: int, due: float) -> None:
+            body = {
+                "symbol": "PETR4",
+                "side": "BUY" if n % 2 else "SELL",
+                "type": "LIMIT",
+                "quantity": str(rng.choice([100, 200, 300])),
+                "price": f"{38.45 + rng.randint(0, 10) / 100:.2f}",
+            }
+            try:
+                async with session.post(
+                    "/api/v1/orders", json=body, headers=users[n % len(users)]
+                ) as answer:
+                    status = answer.status
+                    payload = await answer.json()
+                latencies.append(time.monotonic() - due)
+                accepted = status == 202
+                outcomes[payload.get("status", "?") if accepted else str(status)] += 1
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                latencies.append(time.monotonic() - due)
+                outcomes[type(exc).__name__] += 1
 
-    await asyncio.gather(*(one(n) for n in range(total)))
+        tasks = []
+        for n in range(total):  # each request is started at its due time, not before
+            due = start + n / rate
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            tasks.append(asyncio.create_task(one(n, due)))
+        await asyncio.gather(*tasks)
     return latencies, outcomes
 
 
@@ -182,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 users = await set_up_users(client, args.users)
                 await asyncio.sleep(5)  # the last fundings decided and projected
                 for rate in rates:
-                    latencies, outcomes = await load(client, users, rate, args.seconds)
+                    latencies, outcomes = await load(base, users, rate, args.seconds)
                     results.append((rate, latencies, outcomes))
                     await asyncio.sleep(5)  # let the backlog drain before the next rate
 
