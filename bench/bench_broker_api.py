@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         help="EXCHANGE_COMMIT_INTERVAL_S of the worker (default: the setting's)",
     )
     args = parser.parse_args(argv)
+    # A SIGTERM must still stop the system it started (the `finally` below), not orphan it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     rates = [float(rate) for rate in args.rates.split(",")]
     base_settings = Settings()
     unique = uuid.uuid4().hex[:8]
