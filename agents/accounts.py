@@ -37,6 +37,7 @@ from brokerflow.agents.exactly_once import (
     ExactlyOnceAgent,
     InputRecord,
     TableWrites,
+    input_topics,
     next_offset_key,
     next_offset_record,
     send_in_transaction,
@@ -66,16 +67,7 @@ _REPORTS = frozenset(topics.execution_reports.value_types)
 
 #: Co-partitioned, keyed by account. ``acks=False``: offsets are committed by the agent's
 #: bookkeeping, never from Faust's acks (see :mod:`brokerflow.agents.exactly_once`).
-account_inputs = app.topic(
-    _REQUESTS_TOPIC,
-    _REPORTS_TOPIC,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=topics.account_commands.partitions,
-    acks=False,
-)
+account_inputs = input_topics(*_INPUT_TOPICS, partitions=topics.account_commands.partitions)
 
 
 class _Accounts(ExactlyOnceAgent):

@@ -52,6 +52,7 @@ __all__ = [
     "InputRecord",
     "Source",
     "TableWrites",
+    "input_topics",
     "install_commit_guard",
     "next_offset_key",
     "next_offset_record",
@@ -117,6 +118,20 @@ class TableWrites:
         for (_, _, key), (table, source, value) in self.pending.items():
             await write_table(source, table, key, value)
         self.pending.clear()
+
+
+def input_topics(*names: str, partitions: int) -> Any:
+    """An agent's co-partitioned input topics, raw bytes. ``acks=False``: Faust must never
+    commit their offsets from acks; the agent's bookkeeping does (:func:`install_commit_guard`)."""
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        acks=False,
+    )
 
 
 def next_offset_key(topic: str) -> bytes:

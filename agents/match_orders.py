@@ -80,6 +80,7 @@ from brokerflow.agents.exactly_once import (
     ExactlyOnceAgent,
     InputRecord,
     TableWrites,
+    input_topics,
     send_in_transaction,
     step_lock,
 )
@@ -133,18 +134,8 @@ _TABLES = (orders_by_key, engine_state_by_symbol, reference_forwarding)
 #: The agent's inputs: commands, and the market data whose prices become reference prices. All
 #: co-partitioned (one partition count, keyed by symbol). ``acks=False``: Faust must not commit
 #: their offsets from acks (see the docstring).
-exchange_inputs = app.topic(
-    _COMMANDS_TOPIC,
-    topics.market_trades.name,
-    topics.market_quotes.name,
-    key_type=bytes,
-    value_type=bytes,
-    key_serializer="raw",
-    value_serializer="raw",
-    partitions=topics.order_commands.partitions,
-    acks=False,
-)
 _INPUT_TOPICS = (_COMMANDS_TOPIC, topics.market_trades.name, topics.market_quotes.name)
+exchange_inputs = input_topics(*_INPUT_TOPICS, partitions=topics.order_commands.partitions)
 
 references = ReferencePrices(
     {topics.market_trades.name: TRADES, topics.market_quotes.name: QUOTES},
