@@ -50,6 +50,14 @@ ACCOUNTS = "accounts"
 POSITIONS = "positions"
 
 _RECONNECT_S = 3.0
+#: How long past the driver's own timeout a MongoDB call may take before the request gives up.
+_MONGO_BACKSTOP_S = 1.0
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a call nobody waits for any more (no "never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _short(exc: BaseException) -> str:
@@ -219,16 +227,26 @@ class ApiContext:
     # --- bounded I/O ------------------------------------------------------------------------
 
     async def mongo_op(self, operation: Awaitable[T]) -> T:
-        """Await a MongoDB call for at most the I/O timeout; 503 if MongoDB fails.
+        """Await a MongoDB call; 503 if MongoDB fails or does not answer in time.
+
+        The driver bounds the call itself (``timeoutMS`` = the I/O timeout). The call is never
+        cancelled from outside: pymongo's async pool breaks its own lock when a task waiting for
+        a connection is cancelled (every later request then fails with "Lock is not acquired";
+        seen at 200 orders/s). So it runs shielded, and a request that gives up (our backstop,
+        or the client leaving) leaves it to finish or time out inside the driver.
 
         A DuplicateKeyError passes through: it is an answer, not an outage."""
+        task = asyncio.ensure_future(operation)
         try:
-            async with asyncio.timeout(self.timeout_s):
-                return await operation
+            async with asyncio.timeout(self.timeout_s + _MONGO_BACKSTOP_S):
+                return await asyncio.shield(task)
         except DuplicateKeyError:
             raise
         except (PyMongoError, TimeoutError, OSError) as exc:
             raise unavailable("MongoDB", self.settings.mongo_url, _short(exc)) from exc
+        finally:
+            if not task.done():
+                task.add_done_callback(_forget)
 
     async def redis_op(self, operation: Awaitable[T]) -> T:
         """Await a Redis call for at most the I/O timeout; 503 if Redis fails."""
