@@ -402,7 +402,14 @@ class Settings(BaseSettings):
     api_redis_prefix: str = Field(
         "api:",
         description="Prefix of every Redis key the API writes (idempotency keys, rate-limit "
-        "windows); the market cache it reads keeps STATS_REDIS_PREFIX",
+        "windows) and of the portfolio cache the projector writes through; the market cache "
+        "it reads keeps STATS_REDIS_PREFIX",
+    )
+    api_cache_ttl_s: int = Field(
+        3600,
+        ge=1,
+        description="How long an account's cached portfolio (Redis) lives without a write; "
+        "a read after that goes to MongoDB and fills it again",
     )
     api_io_timeout_ms: int = Field(
         5000,

@@ -13,8 +13,10 @@ from decimal import Decimal
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
 
 from brokerflow.api.security import Principal, TokenCodec
+from brokerflow.projections.cache import PortfolioCache
 from brokerflow.schemas.accounts import OpenAccount, RequestOrder
 from brokerflow.settings import Settings
 
@@ -301,6 +303,17 @@ async def test_custody_transfer_then_sell(api: Api) -> None:
     assert (short.status_code, short.json()["code"]) == (403, "INSUFFICIENT_SHARES")
 
 
+async def write_through(api: Api, account_id: str) -> None:
+    redis = Redis.from_url(api.settings.redis_url)
+    try:
+        cache = PortfolioCache(redis, api.settings.api_redis_prefix, 60)
+        account = await api.db["accounts"].find_one({"_id": account_id})
+        positions = await api.db["positions"].find({"accountId": account_id}).to_list(None)
+        await cache.write_through({account_id: account}, positions)
+    finally:
+        await redis.aclose()
+
+
 async def test_account_and_portfolio_from_the_read_models(api: Api) -> None:
     user = await sign_up(api.client, "mia")
     fresh = await api.client.get("/api/v1/account", headers=user.auth)
@@ -345,6 +358,9 @@ async def test_account_and_portfolio_from_the_read_models(api: Api) -> None:
         ]
     )
     await set_last_price(api.settings, "PETR4", "38.12")
+    # The projector writes every document it changes through to the portfolio cache; this
+    # test plays the projector, so it does the same.
+    await write_through(api, user.account_id)
 
     account = (await api.client.get("/api/v1/account", headers=user.auth)).json()
     assert account["balances"]["BRL"] == {

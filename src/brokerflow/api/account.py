@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from brokerflow.api.context import ACCOUNTS, POSITIONS, ApiContext
+from brokerflow.api.context import ApiContext
 from brokerflow.api.decisions import Decision
 from brokerflow.api.deps import Caller, Context
 from brokerflow.api.errors import ApiError, error_responses, refusal
@@ -242,7 +242,7 @@ def account_view(
     summary="Cash, holds, buying power and shares held, per currency",
 )
 async def get_account(ctx: Context, who: Caller) -> AccountView:
-    document = await ctx.mongo_op(ctx.db[ACCOUNTS].find_one({"_id": who.account_id}))
+    document, _ = await ctx.portfolio_documents(who.account_id)
     currencies = {instrument.currency for instrument in ctx.rules.instruments}
     return account_view(who.account_id, document, currencies)
 
@@ -310,9 +310,7 @@ def portfolio_view(
     summary="Cash and positions valued at the market's last prices",
 )
 async def get_portfolio(ctx: Context, who: Caller) -> Portfolio:
-    account = await ctx.mongo_op(ctx.db[ACCOUNTS].find_one({"_id": who.account_id}))
-    cursor = ctx.db[POSITIONS].find({"accountId": who.account_id})
-    positions = await ctx.mongo_op(cursor.to_list(length=10_000))
+    account, positions = await ctx.portfolio_documents(who.account_id)
     symbols = sorted({str(p.get("symbol", "")) for p in positions if p.get("symbol")})
     prices = await ctx.last_prices(symbols)
     instruments = list(ctx.rules.instruments)

@@ -31,6 +31,7 @@ from brokerflow.api.idempotency import IdempotencyStore
 from brokerflow.api.ratelimit import UserRateLimiter
 from brokerflow.api.security import Passwords, TokenCodec, load_jwt_secret
 from brokerflow.kafka_io import KafkaUnavailableError, producer
+from brokerflow.projections.cache import PortfolioCache
 from brokerflow.schemas.accounts import AccountCommand
 from brokerflow.settings import Settings
 from brokerflow.topics import TopicCatalog, catalog, ensure_topics
@@ -170,6 +171,7 @@ class ApiContext:
     idempotency: IdempotencyStore
     tokens: TokenCodec
     passwords: Passwords
+    portfolio_cache: PortfolioCache
     _indexes_ready: bool = False
 
     @property
@@ -209,6 +211,9 @@ class ApiContext:
             ),
             tokens=TokenCodec(load_jwt_secret(settings), settings.api_token_ttl_s),
             passwords=Passwords(),
+            portfolio_cache=PortfolioCache(
+                redis, settings.api_redis_prefix, settings.api_cache_ttl_s
+            ),
         )
         await context.kafka.start()
         try:
@@ -292,6 +297,35 @@ class ApiContext:
     def last_price_key(self) -> str:
         """The stats flow's hash of last prices (the market cache the exchange reads too)."""
         return f"{self.settings.stats_redis_prefix}market:last_price"
+
+    async def portfolio_documents(
+        self, account_id: str
+    ) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
+        """The account's ``accounts`` document and positions: from the Redis cache when it is
+        complete, else from MongoDB (then merged into the cache for the next read).
+
+        A Redis failure here is not an outage: the read falls back to MongoDB."""
+        cache = self.portfolio_cache
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                cached = await cache.read(account_id)
+        except (RedisError, TimeoutError, OSError, ValueError) as exc:
+            log.warning("API: portfolio cache unreadable (%s); reading MongoDB", _short(exc))
+            cached, cache_ok = None, False
+        else:
+            cache_ok = True
+        if cached is not None:
+            return cached.account, list(cached.positions)
+        account = await self.mongo_op(self.db[ACCOUNTS].find_one({"_id": account_id}))
+        cursor = self.db[POSITIONS].find({"accountId": account_id})
+        positions = await self.mongo_op(cursor.to_list(length=10_000))
+        if cache_ok:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await cache.merge(account_id, account, positions, complete=True)
+            except (RedisError, TimeoutError, OSError) as exc:
+                log.warning("API: portfolio cache not filled (%s)", _short(exc))
+        return account, list(positions)
 
     async def last_prices(self, symbols: list[str]) -> Mapping[str, Decimal]:
         """Last market price per symbol; symbols with none (or an unreadable one) are absent."""

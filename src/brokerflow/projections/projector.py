@@ -39,9 +39,12 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from brokerflow.errors import SchemaError, StackError
 from brokerflow.kafka_io import KafkaUnavailableError, consumer, producer, publish
+from brokerflow.projections.cache import PortfolioCache
 from brokerflow.projections.folds import (
     ACCOUNTS,
     FILL_FEES,
@@ -141,9 +144,15 @@ class Projector:
     """Folds batches of records into the read models; :func:`run_projector` drives it."""
 
     def __init__(
-        self, settings: Settings, store: ReadModelStore, stats: ProjectorStats | None = None
+        self,
+        settings: Settings,
+        store: ReadModelStore,
+        stats: ProjectorStats | None = None,
+        cache: PortfolioCache | None = None,
     ) -> None:
         self.store = store
+        #: Written through after MongoDB, before the offsets are committed (see .cache).
+        self.cache = cache
         self.stats = stats if stats is not None else ProjectorStats()
         topics = catalog(settings)
         self.input_topics = [
@@ -269,11 +278,13 @@ class Projector:
 
         # Read everything the batch touches.
         orders = await self.store.find(ORDERS, order_inputs)
+        # Every position the batch names, applied already or not: the cache is written
+        # through with them even when a replay finds nothing new to apply.
         position_ids = {
-            position_id(e.account_id, e.symbol)
-            for events in ready.values()
-            for e in events
-            if isinstance(e, FillSettled | CustodyTransferredIn)
+            position_id(item.event.account_id, item.event.symbol)  # type: ignore[attr-defined]
+            for items in ledger.values()
+            for item in items
+            if isinstance(item.event, FillSettled | CustodyTransferredIn)
         }
         positions = await self.store.find(POSITIONS, position_ids) if position_ids else {}
         fees = await self._known_fees(orders, order_inputs, settled)
@@ -335,6 +346,14 @@ class Projector:
         if new_accounts:
             await self.store.update(
                 ACCOUNTS, [sequenced_upsert(doc) for doc in new_accounts.values()]
+            )
+        if self.cache is not None and ledger:
+            await self.cache.write_through(
+                {
+                    account_id: new_accounts.get(account_id, accounts.get(account_id))
+                    for account_id in ledger
+                },
+                {**positions, **new_positions}.values(),
             )
 
     # --- orders ------------------------------------------------------------------------------
@@ -506,6 +525,14 @@ async def _apply_until_written(
                 exc,
                 delay,
             )
+        except RedisError as exc:
+            log.warning(
+                "projector: could not write the portfolio cache to Redis at %s (%s); retrying "
+                "in %.0f s (start the local stack with `brokerflow stack up`, or set REDIS_URL)",
+                settings.redis_url,
+                exc,
+                delay,
+            )
         try:
             await asyncio.wait_for(stop.wait(), timeout=delay)
             return None
@@ -531,6 +558,8 @@ async def run_projector(
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_url, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
+    cache = PortfolioCache(redis, settings.api_redis_prefix, settings.api_cache_ttl_s)
     try:
         store = ReadModelStore(mongo[settings.mongo_database])
         try:
@@ -540,7 +569,7 @@ async def run_projector(
                 f"MongoDB at {settings.mongo_url} did not answer ({str(exc)[:120]}); start the "
                 "local stack with `brokerflow stack up`, or set MONGO_URL to a reachable server"
             ) from exc
-        projector = Projector(settings, store, stats)
+        projector = Projector(settings, store, stats, cache)
         async with (
             consumer(settings, group_id=settings.projections_group_id) as reader,
             producer(settings, enable_idempotence=True, acks="all") as letters_out,
@@ -556,6 +585,7 @@ async def run_projector(
         return projector.stats
     finally:
         await mongo.close()
+        await redis.aclose()
 
 
 async def _consume(

@@ -1,0 +1,133 @@
+"""The hot read cache: each account's portfolio inputs in one Redis hash, newest version wins.
+
+``GET /api/v1/portfolio`` and ``GET /api/v1/account`` read an account's ``accounts`` document and
+its ``positions`` from Redis instead of MongoDB. One hash per account,
+``{API_REDIS_PREFIX}portfolio:{accountId}``::
+
+    account        "<sequence>|<the accounts document as JSON>"
+    pos:<SYMBOL>   "<sequence>|<the position document as JSON>"
+    complete       "1" once a reader merged the whole of MongoDB's view into it
+
+Both writers go through one Lua script that keeps, per field, the version with the highest
+ledger ``sequence``: the projector writes through every document of every account a batch
+touched (after MongoDB has it, before it commits its offsets), and an API read that finds no
+``complete`` hash (cold, expired, or only written through so far) reads MongoDB and merges that
+in. Whatever the interleaving, each field ends at the newest version either writer saw, so a
+read of an old MongoDB state can never overwrite a newer write-through. A projector that dies
+between MongoDB and Redis re-reads the batch on restart, finds the documents applied already,
+and writes them through again: the cache never stays behind MongoDB. Hashes expire after
+``ttl_s`` without a write, so an idle account costs no memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from brokerflow.projections.folds import Document
+
+__all__ = ["CachedPortfolio", "PortfolioCache", "decode_portfolio", "encode_entry"]
+
+#: KEYS[1] the hash; ARGV: ttl seconds, "1" to mark complete, then (field, sequence, value)...
+_MERGE = """
+for i = 3, #ARGV, 3 do
+  local field, sequence = ARGV[i], tonumber(ARGV[i + 1])
+  local current = redis.call('HGET', KEYS[1], field)
+  local keep = false
+  if current then
+    local bar = string.find(current, '|', 1, true)
+    keep = bar and tonumber(string.sub(current, 1, bar - 1)) >= sequence
+  end
+  if not keep then
+    redis.call('HSET', KEYS[1], field, sequence .. '|' .. ARGV[i + 2])
+  end
+end
+if ARGV[2] == '1' then
+  redis.call('HSET', KEYS[1], 'complete', '1')
+end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+_ACCOUNT = "account"
+_POSITION = "pos:"
+_COMPLETE = "complete"
+
+
+def encode_entry(document: Mapping[str, Any]) -> tuple[int, str]:
+    """A document's (sequence, JSON); documents without a sequence count as -1."""
+    return int(document.get("sequence", -1)), json.dumps(document, default=str, sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class CachedPortfolio:
+    account: Document | None
+    positions: list[Document]
+
+
+def decode_portfolio(raw: Mapping[bytes, bytes]) -> CachedPortfolio | None:
+    """The hash as documents; None unless it is complete (a reader must go to MongoDB)."""
+    fields = {key.decode(): value.decode() for key, value in raw.items()}
+    if fields.get(_COMPLETE) != "1":
+        return None
+
+    def document(value: str) -> Document:
+        return dict(json.loads(value.split("|", 1)[1]))
+
+    account = document(fields[_ACCOUNT]) if _ACCOUNT in fields else None
+    positions = [document(v) for k, v in sorted(fields.items()) if k.startswith(_POSITION)]
+    return CachedPortfolio(account, positions)
+
+
+class PortfolioCache:
+    """Reads and sequence-guarded writes of the per-account portfolio hashes."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._merge = redis.register_script(_MERGE)
+
+    def key(self, account_id: str) -> str:
+        return f"{self.prefix}portfolio:{account_id}"
+
+    async def read(self, account_id: str) -> CachedPortfolio | None:
+        return decode_portfolio(await self.redis.hgetall(self.key(account_id)))
+
+    async def merge(
+        self,
+        account_id: str,
+        account: Document | None,
+        positions: Iterable[Document],
+        *,
+        complete: bool,
+    ) -> None:
+        """Keep each document unless the hash holds the same one at a higher sequence."""
+        args: list[Any] = [self.ttl_s, "1" if complete else "0"]
+        if account is not None:
+            args.extend((_ACCOUNT, *encode_entry(account)))
+        for position in positions:
+            args.extend((_POSITION + str(position["symbol"]), *encode_entry(position)))
+        await self._merge(keys=[self.key(account_id)], args=args)
+
+    async def write_through(
+        self, accounts: Mapping[str, Document | None], positions: Iterable[Document]
+    ) -> None:
+        """The projector's write: every touched account and position, in one round trip."""
+        by_account: dict[str, list[Document]] = {account_id: [] for account_id in accounts}
+        for position in positions:
+            by_account.setdefault(str(position["accountId"]), []).append(position)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account_id, owned in by_account.items():
+                args: list[Any] = [self.ttl_s, "0"]
+                account = accounts.get(account_id)
+                if account is not None:
+                    args.extend((_ACCOUNT, *encode_entry(account)))
+                for position in owned:
+                    args.extend((_POSITION + str(position["symbol"]), *encode_entry(position)))
+                await self._merge(keys=[self.key(account_id)], args=args, client=pipe)
+            await pipe.execute()
