@@ -97,6 +97,20 @@ def _ps_command(settings: Settings, args: argparse.Namespace) -> int:
     return show_status(settings)
 
 
+def _projections_command(settings: Settings, args: argparse.Namespace) -> int:
+    from brokerflow.errors import BrokerflowError
+    from brokerflow.projections.rebuild import rebuild_read_models
+
+    try:
+        report = asyncio.run(rebuild_read_models(settings))
+    except BrokerflowError as exc:
+        print(f"rebuild failed: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _match_command(settings: Settings, args: argparse.Namespace) -> int:
     from brokerflow.matching.replay import main as replay_main
 
@@ -136,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = sub.add_parser("ps", help="what `brokerflow run` runs: pids, uptime, restarts")
     ps.set_defaults(handler=_ps_command)
+
+    projections = sub.add_parser(
+        "projections", help="the read models: `rebuild` replays them from offset 0 and swaps"
+    )
+    projections.add_argument("action", choices=["rebuild"])
+    projections.set_defaults(handler=_projections_command)
 
     match = sub.add_parser(
         "match", help="replay an order-command JSONL tape through the matching core", add_help=False

@@ -45,6 +45,7 @@ from brokerflow.api.models import (
 )
 from brokerflow.api.security import Principal
 from brokerflow.broker import check_order
+from brokerflow.projections.folds import new_order_document
 from brokerflow.schemas.accounts import (
     RequestAccepted,
     RequestAmend,
@@ -52,7 +53,7 @@ from brokerflow.schemas.accounts import (
     RequestOrder,
     RequestRefused,
 )
-from brokerflow.schemas.base import format_decimal, format_utc
+from brokerflow.schemas.base import format_utc
 from brokerflow.schemas.orders import OrderStatus, OrderType
 
 __all__ = [
@@ -91,35 +92,6 @@ def resolve_idempotency_key(header: str | None, body: str | None) -> str | None:
             field="idempotencyKey",
         )
     return header if header is not None else body
-
-
-def new_order_document(request: RequestOrder, user_id: str) -> dict[str, Any]:
-    """The PENDING order the API writes before publishing (the projector updates it after)."""
-    now = format_utc(request.event_time)
-    price = None if request.price is None else format_decimal(request.price)
-    return {
-        "_id": request.order_id,
-        "orderId": request.order_id,
-        "userId": user_id,
-        "accountId": request.account_id,
-        "symbol": request.symbol,
-        "side": request.side.value,
-        "type": request.order_type.value,
-        "timeInForce": request.time_in_force.value,
-        "quantity": format_decimal(request.quantity),
-        "price": price,
-        "status": OrderStatus.PENDING.value,
-        "filledQuantity": "0",
-        "leavesQuantity": format_decimal(request.quantity),
-        "averagePrice": None,
-        "fills": [],
-        "rejectReason": None,
-        "rejectMessage": None,
-        "idempotencyKey": request.idempotency_key,
-        "createdAt": now,
-        "updatedAt": now,
-        "lastSequence": -1,
-    }
 
 
 def _time(value: Any) -> datetime | None:

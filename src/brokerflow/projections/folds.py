@@ -42,7 +42,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from brokerflow.schemas.accounts import RequestRefused
+from brokerflow.schemas.accounts import RequestOrder, RequestRefused
 from brokerflow.schemas.base import Message, format_decimal, format_utc
 from brokerflow.schemas.ledger import (
     AccountOpened,
@@ -76,6 +76,7 @@ __all__ = [
     "ORDERS",
     "ORDER_EVENTS",
     "POSITIONS",
+    "PROJECTION_COLLECTIONS",
     "Document",
     "GapBuffer",
     "LedgerStep",
@@ -88,6 +89,7 @@ __all__ = [
     "fold_refusal",
     "is_lost_command",
     "ledger_step",
+    "new_order_document",
     "order_event_is_duplicate",
     "position_id",
 ]
@@ -98,6 +100,8 @@ ACCOUNTS = "accounts"
 POSITIONS = "positions"
 #: The projector's own: fees of a fill settled before the exchange's fill event was projected.
 FILL_FEES = "projection_fill_fees"
+#: Every collection the projector writes: what ``brokerflow projections rebuild`` swaps.
+PROJECTION_COLLECTIONS = (ORDERS, ACCOUNTS, POSITIONS, FILL_FEES)
 
 #: ``averagePrice`` of an order: sum(price x quantity) / filled, rounded half-even to this.
 AVERAGE_PRICE_PLACES = 8
@@ -181,6 +185,34 @@ def position_id(account_id: str, symbol: str) -> str:
 
 
 # --- orders ----------------------------------------------------------------------------------
+def new_order_document(request: RequestOrder, user_id: str) -> Document:
+    """The PENDING order as the API writes it before publishing the request (the projector's
+    folds update it after; a rebuild makes it from the request on account-commands-v1)."""
+    now = format_utc(request.event_time)
+    price = None if request.price is None else format_decimal(request.price)
+    return {
+        "_id": request.order_id,
+        "orderId": request.order_id,
+        "userId": user_id,
+        "accountId": request.account_id,
+        "symbol": request.symbol,
+        "side": request.side.value,
+        "type": request.order_type.value,
+        "timeInForce": request.time_in_force.value,
+        "quantity": format_decimal(request.quantity),
+        "price": price,
+        "status": OrderStatus.PENDING.value,
+        "filledQuantity": "0",
+        "leavesQuantity": format_decimal(request.quantity),
+        "averagePrice": None,
+        "fills": [],
+        "rejectReason": None,
+        "rejectMessage": None,
+        "idempotencyKey": request.idempotency_key,
+        "createdAt": now,
+        "updatedAt": now,
+        "lastSequence": -1,
+    }
 
 
 def order_event_is_duplicate(doc: Document, event: OrderEventT) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.errors import BrokerflowError
@@ -152,8 +153,13 @@ def fee_stash_update(key: str, order_id: str, trade_id: str, fees: str) -> Updat
 class ReadModelStore:
     """The projector's MongoDB database: ``orders``, ``accounts``, ``positions``, fill fees."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: AsyncDatabase[dict[str, Any]], prefix: str = "") -> None:
         self.db = db
+        #: Put before every collection name: a rebuild writes a fresh set beside the live one.
+        self.prefix = prefix
+
+    def named(self, name: str) -> AsyncCollection[dict[str, Any]]:
+        return self.db[self.prefix + name]
 
     async def ensure_indexes(self) -> list[str]:
         """Create the indexes that are missing; return their names.
@@ -162,9 +168,9 @@ class ReadModelStore:
         exists can deadlock the server."""
         created = []
         for collection, (name, keys) in INDEXES.items():
-            existing = await self.db[collection].index_information()
+            existing = await self.named(collection).index_information()
             if name not in existing:
-                await self.db[collection].create_index(keys, name=name)
+                await self.named(collection).create_index(keys, name=name)
                 created.append(name)
         return created
 
@@ -172,7 +178,7 @@ class ReadModelStore:
         wanted = sorted(set(ids))
         found: dict[str, Document] = {}
         for first in range(0, len(wanted), 1000):
-            cursor = self.db[collection].find({"_id": {"$in": wanted[first : first + 1000]}})
+            cursor = self.named(collection).find({"_id": {"$in": wanted[first : first + 1000]}})
             async for document in cursor:
                 found[document["_id"]] = document
         return found
@@ -184,7 +190,7 @@ class ReadModelStore:
         for first in range(0, len(statements), MAX_UPDATES_PER_COMMAND):
             chunk = list(statements[first : first + MAX_UPDATES_PER_COMMAND])
             answer: Mapping[str, Any] = await self.db.command(
-                {"update": collection, "updates": chunk, "ordered": False}
+                {"update": self.prefix + collection, "updates": chunk, "ordered": False}
             )
             upserted = len(answer.get("upserted") or [])
             result.upserted += upserted
