@@ -47,6 +47,7 @@ from brokerflow.app import app, settings
 from brokerflow.broker import AccountState, BrokerRules, apply_report, decide
 from brokerflow.errors import SchemaError, UnknownMessageError
 from brokerflow.exchange.io import PartitionSnapshot
+from brokerflow.metrics import ACCOUNT_DECISIONS, LEDGER_ENTRIES
 from brokerflow.schemas import decode
 from brokerflow.tables.accounts import accounts_by_id
 from brokerflow.topics import catalog
@@ -148,8 +149,11 @@ class _Accounts(ExactlyOnceAgent):
             writes.set(record, accounts_by_id, account.encode(), new_state.to_bytes())
         key = account.encode()
         for entry in outcome.ledger:
+            LEDGER_ENTRIES.labels(type=entry.type).inc()
             await send_in_transaction(record, _LEDGER_TOPIC, key, entry.to_json_bytes())
         for decision in outcome.decisions:
+            code = decision.__dict__.get("code") or decision.__dict__.get("reason") or "ACCEPTED"
+            ACCOUNT_DECISIONS.labels(command=decision.__dict__["command"], outcome=code).inc()
             await send_in_transaction(record, _DECISIONS_TOPIC, key, decision.to_json_bytes())
         for command in outcome.exchange:
             symbol: str = command.__dict__["symbol"]

@@ -102,6 +102,7 @@ from brokerflow.exchange.state import (
 from brokerflow.matching import Exchange, MatchingEngine, SymbolRules, event_account_id
 from brokerflow.matching.events import TRADE_EXECUTED
 from brokerflow.matching.wire import to_json
+from brokerflow.metrics import EXCHANGE_EVENTS
 from brokerflow.schemas import CloseSession, Message, decode
 from brokerflow.tables.exchange import (
     engine_state_by_symbol,
@@ -249,6 +250,7 @@ async def apply_command(record: InputRecord, message: Message, writes: TableWrit
     writes.set(record, engine_state_by_symbol, symbol.encode(), state.to_bytes())
     key = symbol.encode()
     for engine_event in events:
+        EXCHANGE_EVENTS.labels(type=engine_event[0]).inc()
         payload = to_json(engine_event).encode()
         if engine_event[0] == TRADE_EXECUTED:
             await send_in_transaction(record, _TRADES_TOPIC, key, payload)

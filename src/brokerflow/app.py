@@ -39,6 +39,7 @@ from typing import Any
 import faust
 
 from brokerflow.exchange.datadir import Slot, claim_slot, mark_clean_shutdown, prepare_slot_dir
+from brokerflow.metrics import serve_metrics
 from brokerflow.settings import Settings, get_settings
 
 __all__ = ["app", "create_app", "settings", "slot"]
@@ -110,6 +111,16 @@ def _mark_clean_if_not_crashed(app: faust.App, slot: Slot) -> None:
 
 
 app = create_app(settings)
+
+
+@app.task
+async def serve_worker_metrics() -> None:
+    """The worker's Prometheus metrics on ``METRICS_PORT`` (``brokerflow run`` gives each
+    service its own), beside Faust's web server."""
+    port = serve_metrics(settings.metrics_port)
+    if port is not None:
+        log.info("metrics on http://127.0.0.1:%d/metrics", port)
+
 
 # Importing these registers the tables, agents and timer on ``app`` (they import it from here).
 import brokerflow.agents.accounts  # noqa: E402

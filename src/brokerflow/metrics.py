@@ -27,14 +27,24 @@ from prometheus_client import (
     PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     start_http_server,
 )
 
 __all__ = [
+    "ACCOUNT_DECISIONS",
     "DEAD_LETTERS",
+    "EXCHANGE_EVENTS",
+    "HTTP_LATENCY",
+    "HTTP_REQUESTS",
     "KAFKA_PUBLISH_FAILURE",
     "KAFKA_PUBLISH_SUCCESS",
+    "LEDGER_ENTRIES",
+    "ORDER_ANSWERS",
+    "PROJECTOR_BATCH_SECONDS",
+    "PROJECTOR_EVENTS",
+    "PROJECTOR_GAPS_HELD",
     "REGISTRY",
     "VENDOR_FETCH_FAILURE",
     "VENDOR_FETCH_SUCCESS",
@@ -114,6 +124,72 @@ WINDOW_LATE_EVENTS_DROPPED = Counter(
     "window_late_events_dropped",
     "Events that arrived after their window had closed and were left out of it",
     ["flow"],
+    registry=REGISTRY,
+)
+
+
+# --- exchange and accounts (the Faust worker) ---------------------------------------------------
+# Counted when a record is processed: a transaction that aborts and is processed again after a
+# restart counts twice here, never on the topics.
+EXCHANGE_EVENTS = Counter(
+    "exchange_events",
+    "Order events and trades the matching agent emitted, by type (OrderAccepted, TradeExecuted...)",
+    ["type"],
+    registry=REGISTRY,
+)
+ACCOUNT_DECISIONS = Counter(
+    "account_decisions",
+    "The accounts agent's answers to requests: outcome ACCEPTED or the refusal's code",
+    ["command", "outcome"],
+    registry=REGISTRY,
+)
+LEDGER_ENTRIES = Counter(
+    "ledger_entries",
+    "Ledger entries the accounts agent wrote, by type (FundsHeld, FillSettled...)",
+    ["type"],
+    registry=REGISTRY,
+)
+
+# --- broker API -------------------------------------------------------------------------------
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+HTTP_REQUESTS = Counter(
+    "http_requests",
+    "HTTP requests answered, by method, route template and status code",
+    ["method", "route", "status"],
+    registry=REGISTRY,
+)
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "From a request's arrival to the start of its answer, by method and route template",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+ORDER_ANSWERS = Counter(
+    "api_order_answers",
+    "Answers to POST /api/v1/orders: ACCEPTED, PENDING (no decision in time), a refusal's "
+    "code, or REPLAYED (an idempotency key's stored answer)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+# --- read-model projector ---------------------------------------------------------------------
+PROJECTOR_EVENTS = Counter(
+    "projector_events",
+    "Records the projector read, by what became of them: applied, duplicate (already applied), "
+    "ignored (nothing to project), dead_letter",
+    ["outcome"],
+    registry=REGISTRY,
+)
+PROJECTOR_BATCH_SECONDS = Histogram(
+    "projector_batch_duration_seconds",
+    "Time to fold and write one batch of records into MongoDB (and the portfolio cache)",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+PROJECTOR_GAPS_HELD = Gauge(
+    "projector_gaps_held",
+    "Ledger entries held back because an earlier entry of their account has not arrived",
     registry=REGISTRY,
 )
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import socket
 import subprocess
 import time
+import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from brokerflow.broker import postings
 from brokerflow.exchange.io import TopicRecord, read_topic
@@ -98,8 +101,10 @@ def ledger_by_account(records: Sequence[TopicRecord]) -> dict[str, list[dict[str
     return dict(grouped)
 
 
-def run_until(broker: IsolatedExchange, name: str, check: Any) -> subprocess.Popen[bytes]:
-    worker = broker.start_worker(name)
+def run_until(
+    broker: IsolatedExchange, name: str, check: Any, **env: str
+) -> subprocess.Popen[bytes]:
+    worker = broker.start_worker(name, **env)
     try:
         check()
     except BaseException:
@@ -107,6 +112,23 @@ def run_until(broker: IsolatedExchange, name: str, check: Any) -> subprocess.Pop
         print(broker.log(name)[-6000:])
         raise
     return worker
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The worker's Prometheus samples by name: (labels, value) each."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    samples: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
 
 
 def test_two_users_fund_trade_cancel_and_settle_with_exact_amounts(
@@ -205,8 +227,25 @@ def test_two_users_fund_trade_cancel_and_settle_with_exact_amounts(
         asyncio.run(send_requests(settings, later))
         decisions_by_request(settings, 11)
 
-    worker = run_until(broker, "w1", scenario)
-    stop(worker)
+    metrics_port = free_port()
+    worker = run_until(broker, "w1", scenario, METRICS_PORT=str(metrics_port))
+    try:
+        exported = scrape(metrics_port)
+    finally:
+        stop(worker)
+    assert {
+        (labels["command"], labels["outcome"]): value
+        for labels, value in exported["account_decisions_total"]
+        if labels["outcome"] != "ACCEPTED"
+    } == {
+        ("RequestOrder", "INSUFFICIENT_BUYING_POWER"): 1,
+        ("WithdrawCash", "INSUFFICIENT_FUNDS"): 1,
+        ("RequestOrder", "INSUFFICIENT_SHARES"): 1,
+    }
+    settled = [
+        v for labels, v in exported["ledger_entries_total"] if labels["type"] == "FillSettled"
+    ]
+    assert settled == [2]
 
     decided = decisions_by_request(settings, 11)
     assert {r: (d["type"], d.get("code")) for r, d in decided.items()} == {

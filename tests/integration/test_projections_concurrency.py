@@ -19,6 +19,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from pymongo.asynchronous.database import AsyncDatabase
 
+from brokerflow.metrics import metric_value
 from brokerflow.projections import FILL_FEES, ORDERS, Projector, ReadModelStore
 from brokerflow.schemas import (
     AccountOpened,
@@ -242,3 +243,23 @@ async def test_a_fill_written_while_its_fees_are_being_stashed_gets_them(
     stash = await mongo_db[FILL_FEES].find_one({"_id": "o1|PETR4-T1"})
     assert stash is not None
     assert stash["fees"] == "1.16"
+
+
+def projected(outcome: str) -> float:
+    return metric_value("projector_events_total", outcome=outcome)
+
+
+async def test_the_metrics_count_what_became_of_each_record(
+    isolated: Settings, mongo_db: AsyncDatabase
+) -> None:
+    await mongo_db[ORDERS].insert_one(open_order())
+    projector = Projector(isolated, ReadModelStore(mongo_db))
+    outcomes = ("applied", "duplicate", "ignored")
+    before = [projected(o) for o in outcomes]
+    batches = metric_value("projector_batch_duration_seconds_count")
+
+    await projector.apply([record(t1(), "PETR4", 4), record(t2(), "PETR4", 5)])
+    await projector.apply([record(t1(), "PETR4", 4)])  # redelivered after a crash
+
+    assert [projected(o) - b for o, b in zip(outcomes, before, strict=True)] == [2, 1, 0]
+    assert metric_value("projector_batch_duration_seconds_count") - batches == 2

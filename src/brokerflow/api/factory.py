@@ -6,6 +6,7 @@ app starts even when one of them is down, and answers 503 naming it until it is 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Literal
@@ -17,10 +18,14 @@ from brokerflow.api import account, assets, orders, users
 from brokerflow.api.context import ApiContext
 from brokerflow.api.deps import Context, RateLimitHeaders
 from brokerflow.api.errors import error_responses, install_error_handlers
+from brokerflow.api.telemetry import RequestMetrics
 from brokerflow.broker import BrokerRules
+from brokerflow.metrics import serve_metrics
 from brokerflow.settings import Settings, get_settings
 
 __all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """
 The broker of brokerflow: sign up, fund the account, place and follow orders.
@@ -49,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        port = serve_metrics(settings.metrics_port)
+        if port is not None:
+            log.info("API metrics on http://127.0.0.1:%d/metrics", port)
         ctx = await ApiContext.open(settings, rules)
         app.state.ctx = ctx
         try:
@@ -66,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = None
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
+    app.add_middleware(RequestMetrics)
     for module in (users, account, assets, orders):
         app.include_router(module.router)
 

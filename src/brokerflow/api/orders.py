@@ -45,6 +45,7 @@ from brokerflow.api.models import (
 )
 from brokerflow.api.security import Principal
 from brokerflow.broker import check_order
+from brokerflow.metrics import ORDER_ANSWERS
 from brokerflow.projections.folds import new_order_document
 from brokerflow.schemas.accounts import (
     RequestAccepted,
@@ -162,6 +163,10 @@ def order_view(document: Mapping[str, Any]) -> OrderView:
 
 
 def _respond(answer: StoredAnswer, *, replayed: bool = False) -> JSONResponse:
+    """The answer to a POST /orders, counted by outcome (``api_order_answers_total``)."""
+    body = answer.body
+    outcome = "REPLAYED" if replayed else body.get("status") or body.get("code") or "?"
+    ORDER_ANSWERS.labels(outcome=str(outcome)).inc()
     headers = dict(answer.headers)
     if replayed:
         headers[REPLAYED_HEADER] = "true"

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from brokerflow.errors import StackError
+from brokerflow.metrics import serve_metrics
 from brokerflow.projections.projector import ProjectorStats, run_projector
 from brokerflow.settings import Settings, get_settings
 
@@ -27,6 +28,9 @@ def main() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    port = serve_metrics(settings.metrics_port)
+    if port is not None:
+        log.info("projector metrics on http://127.0.0.1:%d/metrics", port)
     try:
         stats = asyncio.run(_serve(settings))
     except StackError as exc:  # Kafka unreachable: the message says what to run

@@ -44,6 +44,7 @@ from redis.exceptions import RedisError
 
 from brokerflow.errors import SchemaError, StackError
 from brokerflow.kafka_io import KafkaUnavailableError, consumer, producer, publish
+from brokerflow.metrics import PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_GAPS_HELD
 from brokerflow.projections.cache import PortfolioCache
 from brokerflow.projections.folds import (
     ACCOUNTS,
@@ -88,6 +89,13 @@ log = logging.getLogger(__name__)
 _MAX_CONFLICT_ROUNDS = 5
 _RETRY_MAX_S = 10.0
 _LOG_EVERY_S = 1.0
+#: projector_events_total{outcome} <- the ProjectorStats counter it follows.
+_OUTCOMES = (
+    ("applied", "applied"),
+    ("duplicate", "duplicates"),
+    ("ignored", "ignored"),
+    ("dead_letter", "dead_letters"),
+)
 
 
 @dataclass
@@ -175,6 +183,7 @@ class Projector:
         before, so the same records can be applied again."""
         inputs, letters = self._decode(records)
         held, counted = self.gaps.snapshot(), self.stats.as_dict()
+        started = time.perf_counter()
         try:
             await self._project(inputs)
         except BaseException:
@@ -186,6 +195,11 @@ class Projector:
         self.stats.batches += 1
         self.stats.dead_letters += len(letters)
         self.stats.gaps_held = len(self.gaps)
+        PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - started)
+        now = self.stats.as_dict()
+        for outcome, name in _OUTCOMES:
+            PROJECTOR_EVENTS.labels(outcome).inc(now[name] - counted[name])
+        PROJECTOR_GAPS_HELD.set(self.stats.gaps_held)
         return letters, self._commit_offsets(records)
 
     def forget(self, partitions: set[TopicPartition]) -> None:

@@ -190,7 +190,9 @@ def system_services(
             "projector",
             (python, "-m", "brokerflow.projections"),
             env=metrics_env("projector"),
-            about="read models in MongoDB: orders, accounts, positions",
+            url=f"http://{host}:{metrics['projector']}/metrics",
+            health=metrics_check("projector"),
+            about="read models in MongoDB (orders, accounts, positions) and the portfolio cache",
         ),
     }
     return [replace(every[name], metrics_port=metrics[name]) for name in names]
