@@ -233,3 +233,76 @@ async def _filled_with_fees(client: httpx.AsyncClient, user: User, order_id: str
     order = await get(client, user, f"/api/v1/orders/{order_id}")
     fills = order.get("fills") or []
     return order["status"] == "PARTIALLY_FILLED" and bool(fills) and fills[0]["fees"] is not None
+
+
+async def test_a_hundred_concurrent_orders_beyond_buying_power_accept_exactly_the_affordable(
+    settings: Settings, unique: str, mongo_db: AsyncDatabase, tmp_path: Path
+) -> None:
+    """10000.00 of cash, 100 buys of 10 PETR4 at 38.50 sent at once: each holds 385.00 + fee
+    0.1155 -> 0.12 = 385.12, so 25 fit (9628.00) and the 26th would need 10013.12."""
+    exchange = await asyncio.to_thread(
+        isolated_exchange,
+        settings,
+        unique,
+        tmp_path,
+        "e2e100",
+        EXCHANGE_RULES_PATH="",
+        EXCHANGE_COMMIT_INTERVAL_S="0.1",
+    )
+    worker = exchange.start_worker("w1")
+    stop_projector = asyncio.Event()
+    try:
+        async with api_namespace(
+            settings,
+            unique,
+            mongo_db,
+            stand_in=False,
+            topic_prefix=exchange.settings.topic_prefix,
+            topic_partitions=exchange.settings.topic_partitions,
+            api_decision_wait_ms=20_000,
+            api_rate_limit="1000/second",
+        ) as api:
+            projector = asyncio.create_task(run_projector(api.settings, stop_projector))
+            client = api.client
+            cleo = await funded_user(api, "cleo", amount="10000.00")
+            order = {
+                "symbol": "PETR4",
+                "side": "BUY",
+                "type": "LIMIT",
+                "quantity": "10",
+                "price": "38.50",
+            }
+            answers = await asyncio.gather(
+                *(client.post("/api/v1/orders", json=order, headers=cleo.auth) for _ in range(100))
+            )
+            outcomes: dict[tuple[int, str], int] = {}
+            for answer in answers:
+                body = answer.json()
+                key = (answer.status_code, body.get("status") or body.get("code"))
+                outcomes[key] = outcomes.get(key, 0) + 1
+            assert outcomes == {(202, "ACCEPTED"): 25, (403, "INSUFFICIENT_BUYING_POWER"): 75}
+
+            async def all_held() -> dict[str, Any] | None:
+                # 25 holds projected; 26 (10013.12) would never come down to this
+                account = await get(client, cleo, "/api/v1/account")
+                held = Decimal(account["balances"]["BRL"]["held"])
+                return account if held == Decimal("9628.00") else None
+
+            account = await eventually("25 holds, 9628.00, projected", all_held, 60)
+            brl = amounts(
+                {k: account["balances"]["BRL"][k] for k in ("cash", "held", "buyingPower")}
+            )
+            assert brl == {
+                "cash": Decimal("10000.00"),
+                "held": Decimal("9628.00"),
+                "buyingPower": Decimal("372.00"),
+            }
+            stop_projector.set()
+            await asyncio.wait_for(projector, 30)
+    except BaseException:
+        print(exchange.log("w1")[-6000:])
+        raise
+    finally:
+        stop_projector.set()
+        with contextlib.suppress(Exception):
+            stop(worker)

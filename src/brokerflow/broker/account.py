@@ -36,9 +36,10 @@ cancel or amend lost, said with a ``CancelRequestRejected``). A cancel or amend 
 when its order fills, expires or is rejected lost too, and so does an amend pending when the
 order is cancelled; a cancel pending then (IOC remainder, self-trade) got what it asked for.
 
-Limits: a MARKET buy that sweeps the book beyond its collar costs more than it held (the
-exchange has already traded; the cash shows it). An order id may be reused once its order is
-closed (the API never does: its order ids are unique).
+A MARKET buy reaches the exchange as a LIMIT IOC at the price its hold was computed at (the
+last price plus the collar, down to the tick: :func:`protected_market_buy`), so no fill costs
+more than was held; a MARKET sell needs no cap (it holds shares, not cash). An order id may be
+reused once its order is closed (the API never does: its order ids are unique).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any, Final
 
 from brokerflow.broker.calendar import local_date, settlement_date
@@ -89,7 +90,13 @@ from brokerflow.schemas.ledger import (
     SharesHeld,
     SharesReleased,
 )
-from brokerflow.schemas.orders import AmendOrder, CancelOrder, PlaceOrder
+from brokerflow.schemas.orders import (
+    AmendOrder,
+    CancelOrder,
+    OrderType,
+    PlaceOrder,
+    TimeInForce,
+)
 
 __all__ = [
     "AVERAGE_PRICE_DECIMALS",
@@ -561,21 +568,39 @@ def _order(tx: _Tx, request: Any) -> Refusal | None:
             SharesHeld, currency, order_id=order_id, symbol=instrument.symbol, quantity=quantity
         )
     tx.accept(request, order_id)
-    tx.outcome.exchange.append(
-        PlaceOrder(
-            order_id=order_id,
-            account_id=tx.state.account_id,
-            symbol=instrument.symbol,
-            side=request.side,
-            order_type=request.order_type,
-            time_in_force=request.time_in_force,
-            quantity=quantity,
-            price=request.price,
-            idempotency_key=request.idempotency_key,
-            event_time=request.event_time,
-        )
+    place = PlaceOrder(
+        order_id=order_id,
+        account_id=tx.state.account_id,
+        symbol=instrument.symbol,
+        side=request.side,
+        order_type=request.order_type,
+        time_in_force=request.time_in_force,
+        quantity=quantity,
+        price=request.price,
+        idempotency_key=request.idempotency_key,
+        event_time=request.event_time,
     )
+    if side == _BUY and order_type == _MARKET:
+        place = protected_market_buy(place, order.hold_price, instrument.tick_size)
+    tx.outcome.exchange.append(place)
     return None
+
+
+def protected_market_buy(place: PlaceOrder, estimate: Decimal, tick: Decimal) -> PlaceOrder:
+    """A MARKET buy goes to the exchange as a LIMIT IOC at its hold's price, down to the tick.
+
+    Market-order protection, as exchanges offer it: the order still takes what the book offers
+    now and never rests, but it cannot sweep past the price its hold was computed at, so a fill
+    never costs more than was held. What the protection price leaves unfilled is cancelled
+    (``IOC_REMAINDER``) and its hold released."""
+    protection = (estimate / tick).to_integral_value(rounding=ROUND_FLOOR) * tick
+    return place.model_copy(
+        update={
+            "order_type": OrderType.LIMIT,
+            "time_in_force": TimeInForce.IOC,
+            "price": max(protection, tick),
+        }
+    )
 
 
 def _unknown_order(order_id: str) -> Refusal:

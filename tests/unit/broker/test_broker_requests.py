@@ -174,8 +174,10 @@ def test_buy_market_holds_the_last_price_plus_the_collar_rounded_up() -> None:
     outcome = account.request(order("m1", "BUY", "3", market_price="38.53"))
     assert wire(outcome.ledger)[0]["amount"] == "121.41"
     assert account.live.orders["m1"].estimate == D("40.4565")
-    # the exchange gets a MARKET order without a price
-    assert outcome.exchange[0].price is None
+    # the exchange gets it protected: a LIMIT IOC at the estimate down to the tick, 40.45,
+    # so no fill can cost more than the 40.4565 a share it held for
+    (place,) = outcome.exchange
+    assert (place.order_type, place.time_in_force, place.price) == ("LIMIT", "IOC", D("40.45"))
 
 
 def test_crypto_market_buy_holds_in_usdt_to_eight_places() -> None:
