@@ -137,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo_command)
 
     run = sub.add_parser(
-        "run", help="the whole system: stack, exchange worker, ingest, stats, API, projector"
+        "run",
+        help="the whole system: stack, exchange worker, ingest, stats, API, projector, alerts, "
+        "reconciler",
     )
     run.add_argument("--for", dest="duration", metavar="DURATION", help="stop after 60s, 90, 2m")
     from brokerflow.runner.services import SERVICE_NAMES

@@ -34,6 +34,8 @@ from prometheus_client import (
 
 __all__ = [
     "ACCOUNT_DECISIONS",
+    "ALERTS_ACTIVE",
+    "ALERTS_TRIGGERED",
     "DEAD_LETTERS",
     "EXCHANGE_EVENTS",
     "HTTP_LATENCY",
@@ -45,6 +47,11 @@ __all__ = [
     "PROJECTOR_BATCH_SECONDS",
     "PROJECTOR_EVENTS",
     "PROJECTOR_GAPS_HELD",
+    "RECONCILER_ACCOUNTS",
+    "RECONCILER_DISCREPANCIES",
+    "RECONCILER_DISCREPANCY_COUNT",
+    "RECONCILER_LAST_PASS",
+    "RECONCILER_REPUBLISHED",
     "REGISTRY",
     "VENDOR_FETCH_FAILURE",
     "VENDOR_FETCH_SUCCESS",
@@ -124,6 +131,53 @@ WINDOW_LATE_EVENTS_DROPPED = Counter(
     "window_late_events_dropped",
     "Events that arrived after their window had closed and were left out of it",
     ["flow"],
+    registry=REGISTRY,
+)
+
+# --- price alerts and the reconciler (broker read side) ----------------------------------------
+ALERTS_TRIGGERED = Counter(
+    "alerts_triggered",
+    "Price alerts fired: the notification sent and the alert marked TRIGGERED (outcome won), "
+    "or sent while another instance or an earlier run marked it first (outcome lost_race)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+ALERTS_ACTIVE = Gauge(
+    "alerts_active",
+    "Active price alerts this alerts-service process watches",
+    registry=REGISTRY,
+)
+RECONCILER_REPUBLISHED = Counter(
+    "reconciler_republished",
+    "Requests of stuck orders published again (RequestOrder for PENDING, RequestCancel for a "
+    "pending cancel)",
+    ["command"],
+    registry=REGISTRY,
+)
+RECONCILER_DISCREPANCIES = Gauge(
+    "reconciler_discrepancies",
+    "Discrepancies found by the last balance pass, by where (read_model, agent) and what field "
+    "(cash, held, unsettled, shares_held, position_quantity, average_price, realized_pnl, "
+    "missing_document); the log names the account",
+    ["source", "field"],
+    registry=REGISTRY,
+)
+RECONCILER_DISCREPANCY_COUNT = Gauge(
+    "reconciler_discrepancy_count",
+    "All discrepancies found by the last balance pass",
+    registry=REGISTRY,
+)
+RECONCILER_ACCOUNTS = Gauge(
+    "reconciler_accounts",
+    "Accounts of the last balance pass, by source and outcome: compared, behind (the copy is "
+    "older than the ledger: compared at its own sequence), ahead (moved on since the pass "
+    "started: skipped), recent (no copy yet, within RECONCILER_GRACE_S), missing (no copy)",
+    ["source", "outcome"],
+    registry=REGISTRY,
+)
+RECONCILER_LAST_PASS = Gauge(
+    "reconciler_last_pass_timestamp_seconds",
+    "When the last balance pass finished (Unix time)",
     registry=REGISTRY,
 )
 

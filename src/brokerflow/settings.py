@@ -431,6 +431,37 @@ class Settings(BaseSettings):
         "read and a few conditional updates per collection per batch)",
     )
 
+    # --- broker: price alerts (brokerflow.alerts) and the reconciler (brokerflow.reconciler) --
+    alerts_group_id: str = Field(
+        "brokerflow-alerts",
+        description="Consumer group of the price-alerts service (market trades, exchange trades "
+        "and alert commands in; PriceAlertTriggered to notifications-v1)",
+    )
+    reconciler_orders_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often the reconciler looks for orders stuck PENDING or in a pending "
+        "cancel and re-publishes their request",
+    )
+    reconciler_stuck_after_s: float = Field(
+        60.0,
+        ge=0,
+        description="An order PENDING (or a cancel requested) longer than this is stuck: its "
+        "RequestOrder (RequestCancel) is published again",
+    )
+    reconciler_balances_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="How often the reconciler recomputes every account from ledger-events-v1 "
+        "and compares the read models and the accounts agent's state with it",
+    )
+    reconciler_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="An account or position the ledger created less than this long before a "
+        "pass may not be projected yet: its missing document is not a discrepancy yet",
+    )
+
     # --- producer tuning (seed 003) ---------------------------------------------------------
     kafka_linger_ms: int = Field(10, ge=0, description="Producer linger.ms")
     kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(

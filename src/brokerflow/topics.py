@@ -71,6 +71,7 @@ class TopicCatalog:
     execution_reports: TopicSpec
     notifications: TopicSpec
     dead_letters: TopicSpec
+    alert_commands: TopicSpec
 
     def __iter__(self) -> Iterator[TopicSpec]:
         return iter(getattr(self, name) for name in self.__dataclass_fields__)
@@ -260,6 +261,16 @@ def catalog(settings: Settings) -> TopicCatalog:
             value_types=("DeadLetter",),
             retention_ms=30 * DAY_MS,
             description="Input that could not be processed, with the reason; keyed by source",
+        ),
+        alert_commands=spec(
+            "alert_commands",
+            "alert-commands-v1",
+            partitions=n,
+            key="symbol",
+            value_types=("AlertCreated", "AlertCancelled"),
+            retention_ms=RETAIN_FOREVER,
+            description="API -> alerts service: price alerts set and cancelled, keyed by symbol "
+            "(co-partitioned with the market trades they are compared with)",
         ),
     )
 

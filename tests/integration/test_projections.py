@@ -104,6 +104,7 @@ def pending(
         "createdAt": iso(created),
         "updatedAt": iso(created),
         "lastSequence": -1,
+        "marketPrice": None,
     }
 
 

@@ -33,6 +33,7 @@ from brokerflow.api.security import Passwords, TokenCodec, load_jwt_secret
 from brokerflow.kafka_io import KafkaUnavailableError, producer
 from brokerflow.projections.cache import PortfolioCache
 from brokerflow.schemas.accounts import AccountCommand
+from brokerflow.schemas.base import Message
 from brokerflow.settings import Settings
 from brokerflow.topics import TopicCatalog, catalog, ensure_topics
 
@@ -94,7 +95,7 @@ class KafkaLink:
             async with asyncio.timeout(self.timeout_s * 2):
                 await ensure_topics(
                     self.settings,
-                    [topics.account_commands, topics.account_events],
+                    [topics.account_commands, topics.account_events, topics.alert_commands],
                     timeout_s=self.timeout_s,
                 )
             client = await stack.enter_async_context(
@@ -141,7 +142,7 @@ class KafkaLink:
         if self._producer is None or not self.waiter.running:
             raise unavailable("Kafka", self.servers, self.last_error)
 
-    async def publish(self, topic: str, key: str, message: AccountCommand) -> None:
+    async def publish(self, topic: str, key: str, message: AccountCommand | Message) -> None:
         """Send and wait for the broker's ack, at most ``timeout_s``; 503 otherwise."""
         self.require()
         assert self._producer is not None

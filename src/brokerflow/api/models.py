@@ -31,10 +31,14 @@ from brokerflow.schemas.base import (
     format_utc,
     invalid_field,
 )
+from brokerflow.schemas.notifications import AlertCondition
 from brokerflow.schemas.orders import OrderStatus, OrderType, Side, TimeInForce
 
 __all__ = [
     "AccountView",
+    "AlertList",
+    "AlertRequest",
+    "AlertView",
     "AmendRequest",
     "Asset",
     "AssetFees",
@@ -386,3 +390,40 @@ class OrderView(ResponseBody):
     updated_at: Timestamp | None
     reject_reason: str | None
     reject_message: str | None = None
+
+
+# --- price alerts --------------------------------------------------------------------------
+
+
+class AlertRequest(RequestBody):
+    """Notify me once when ``symbol`` trades at or above (or at or below) ``threshold``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"symbol": "PETR4", "condition": "PRICE_AT_OR_ABOVE", "threshold": "40.00"}
+            ]
+        }
+    )
+
+    symbol: SymbolIn
+    condition: AlertCondition
+    threshold: PositiveAmount
+
+
+class AlertView(ResponseBody):
+    alert_id: str
+    symbol: str
+    condition: AlertCondition
+    threshold: Amount
+    status: Literal["ACTIVE", "TRIGGERED", "CANCELLED"] = Field(
+        description="ACTIVE until it fires once (TRIGGERED) or you cancel it (CANCELLED)"
+    )
+    created_at: Timestamp
+    triggered_price: Amount | None = Field(None, description="The trade price that fired it")
+    triggered_at: Timestamp | None = Field(None, description="That trade's time")
+    cancelled_at: Timestamp | None = None
+
+
+class AlertList(ResponseBody):
+    alerts: list[AlertView] = Field(description="Newest first")

@@ -429,6 +429,20 @@ async def cancel_order(orderId: str, ctx: Context, who: Caller) -> Any:  # noqa:
         order_id=orderId,
         event_time=datetime.now(UTC),
     )
+    ctx.kafka.require()
+    # The first cancel requested, recorded before it is sent: the reconciler sends it again if
+    # the order is still open a while later (brokerflow.reconciler).
+    await ctx.mongo_op(
+        ctx.db[ORDERS].update_one(
+            {"_id": orderId, "cancelRequestedAt": {"$exists": False}},
+            {
+                "$set": {
+                    "cancelRequestedAt": format_utc(request.event_time),
+                    "cancelRequestId": request.request_id,
+                }
+            },
+        )
+    )
     return _change_answer(request, await ctx.request(request))
 
 

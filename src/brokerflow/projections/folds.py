@@ -212,6 +212,11 @@ def new_order_document(request: RequestOrder, user_id: str) -> Document:
         "createdAt": now,
         "updatedAt": now,
         "lastSequence": -1,
+        # What the accounts agent decides a MARKET buy's hold from: kept so that the reconciler
+        # can send the very same request again.
+        "marketPrice": None
+        if request.market_price is None
+        else format_decimal(request.market_price),
     }
 
 

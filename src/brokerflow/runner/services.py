@@ -63,7 +63,7 @@ class ServiceSpec:
 
 
 #: Start order; ``brokerflow run`` stops them in reverse.
-SERVICE_NAMES = ("exchange", "ingest", "stats", "api", "projector")
+SERVICE_NAMES = ("exchange", "ingest", "stats", "api", "projector", "alerts", "reconciler")
 
 
 #: Loopback only: an HTTP(S)_PROXY in the environment must not see our health checks.
@@ -193,6 +193,22 @@ def system_services(
             url=f"http://{host}:{metrics['projector']}/metrics",
             health=metrics_check("projector"),
             about="read models in MongoDB (orders, accounts, positions) and the portfolio cache",
+        ),
+        "alerts": ServiceSpec(
+            "alerts",
+            (python, "-m", "brokerflow.alerts"),
+            env=metrics_env("alerts"),
+            url=f"http://{host}:{metrics['alerts']}/metrics",
+            health=metrics_check("alerts"),
+            about="price alerts: trades in, PriceAlertTriggered (once each) to notifications-v1",
+        ),
+        "reconciler": ServiceSpec(
+            "reconciler",
+            (python, "-m", "brokerflow.reconciler"),
+            env=metrics_env("reconciler"),
+            url=f"http://{host}:{metrics['reconciler']}/metrics",
+            health=metrics_check("reconciler"),
+            about="re-sends stuck orders' requests; checks accounts against the ledger",
         ),
     }
     return [replace(every[name], metrics_port=metrics[name]) for name in names]

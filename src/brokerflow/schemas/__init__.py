@@ -21,6 +21,7 @@ accounts               OpenAccount, DepositCash, WithdrawCash, TransferCustody, 
                        RequestCancel, RequestAmend (requests); RequestAccepted, RequestRefused,
                        CancelRequestRejected (decisions)
 notifications          OrderUpdateNotification (type ``OrderUpdate``), PriceAlertTriggered
+alerts                 AlertCreated, AlertCancelled (price-alert commands)
 deadletter             DeadLetter
 =====================  =========================================================================
 """
@@ -40,6 +41,7 @@ from brokerflow.schemas.accounts import (
     TransferCustody,
     WithdrawCash,
 )
+from brokerflow.schemas.alerts import AlertCancelled, AlertCommand, AlertCreated
 from brokerflow.schemas.base import (
     Currency,
     DecimalStr,
@@ -111,7 +113,10 @@ __all__ = [
     "AccountCommand",
     "AccountEvent",
     "AccountOpened",
+    "AlertCancelled",
+    "AlertCommand",
     "AlertCondition",
+    "AlertCreated",
     "AmendOrder",
     "BarClosed",
     "BarWindow",

@@ -19,7 +19,9 @@ from typing import TypeVar
 
 from brokerflow.schemas import (
     AccountOpened,
+    AlertCancelled,
     AlertCondition,
+    AlertCreated,
     AmendOrder,
     BarClosed,
     BarWindow,
@@ -530,6 +532,22 @@ PRICE_ALERT_TRIGGERED = PriceAlertTriggered(
     event_time=datetime(2026, 1, 2, 16, 45, 10, tzinfo=UTC),
 )
 
+ALERT_CREATED = AlertCreated(
+    alert_id="alr-0001",
+    user_id="usr-42",
+    account_id="acc-42",
+    symbol="PETR4",
+    condition=AlertCondition.PRICE_AT_OR_ABOVE,
+    threshold=Decimal("38.50"),
+    event_time=datetime(2026, 1, 2, 13, 0, tzinfo=UTC),
+)
+ALERT_CANCELLED = AlertCancelled(
+    alert_id="alr-0002",
+    user_id="usr-42",
+    symbol="PETR4",
+    event_time=datetime(2026, 1, 2, 14, 0, tzinfo=UTC),
+)
+
 # --- dead letters ----------------------------------------------------------------------------
 
 DEAD_LETTER = DeadLetter(
@@ -587,6 +605,8 @@ EXAMPLES: list[Message] = [
     CANCEL_REQUEST_REJECTED,
     ORDER_UPDATE_NOTIFICATION,
     PRICE_ALERT_TRIGGERED,
+    ALERT_CREATED,
+    ALERT_CANCELLED,
     DEAD_LETTER,
 ]
 

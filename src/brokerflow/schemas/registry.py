@@ -33,6 +33,7 @@ from brokerflow.schemas.accounts import (
     TransferCustody,
     WithdrawCash,
 )
+from brokerflow.schemas.alerts import AlertCancelled, AlertCreated
 from brokerflow.schemas.base import Message
 from brokerflow.schemas.deadletter import DeadLetter
 from brokerflow.schemas.ledger import (
@@ -119,6 +120,9 @@ MESSAGE_CLASSES: Final[tuple[type[Message], ...]] = (
     # notifications
     OrderUpdateNotification,
     PriceAlertTriggered,
+    # price alerts
+    AlertCreated,
+    AlertCancelled,
     # dead letters
     DeadLetter,
 )

@@ -66,6 +66,7 @@ def test_the_pending_document() -> None:
         "createdAt": "2026-01-02T13:30:00.123000Z",
         "updatedAt": "2026-01-02T13:30:00.123000Z",
         "lastSequence": -1,
+        "marketPrice": None,
     }
 
 

@@ -104,6 +104,8 @@ def test_registry_holds_exactly_these_type_version_pairs() -> None:
             "CancelRequestRejected",
             "OrderUpdate",
             "PriceAlertTriggered",
+            "AlertCreated",
+            "AlertCancelled",
             "DeadLetter",
         ]
     )
