@@ -9,7 +9,9 @@ orders open-loop (at fixed instants, whatever the answers: no coordinated omissi
 half sells around one price so about half of them trade and settle. Each order's latency runs from
 the instant it was due to its answer (202 ACCEPTED once the accounts agent's decision is
 committed, or 202 PENDING after API_DECISION_WAIT_MS). Prints p50/p90/p99/max per rate, how many
-answers were ACCEPTED, PENDING or errors, the machine and the command. Load goes to loopback only
+answers were ACCEPTED, PENDING or errors (with their code), the CPU each process used during each
+rate (from /proc, by role: API, worker, projector, MongoDB, Kafka, ...), the machine and the
+command. Load goes to loopback only
 and stops by itself.
 """
 
@@ -121,7 +123,8 @@ async def load(
                     payload = await answer.json()
                 latencies.append(time.monotonic() - due)
                 accepted = status == 202
-                outcomes[payload.get("status", "?") if accepted else str(status)] += 1
+                code = payload.get("code", "?") if isinstance(payload, dict) else "?"
+                outcomes[payload.get("status", "?") if accepted else f"{status} {code}"] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 latencies.append(time.monotonic() - due)
                 outcomes[type(exc).__name__] += 1
@@ -133,6 +136,50 @@ async def load(
             tasks.append(asyncio.create_task(one(n, due)))
         await asyncio.gather(*tasks)
     return latencies, outcomes
+
+
+#: How a process is named in the CPU breakdown: the first pattern its command line contains.
+_ROLES = (
+    ("ferretdb", "mongodb (ferretdb)"),
+    ("kafka.Kafka", "kafka"),
+    ("redis-server", "redis"),
+    ("uvicorn", "api"),
+    ("brokerflow.app", "worker (faust)"),
+    ("brokerflow.projections", "projector"),
+    ("brokerflow.flows.ingest", "ingest"),
+    ("brokerflow.flows.stats", "stats"),
+    ("brokerflow.alerts", "alerts"),
+    ("brokerflow.reconciler", "reconciler"),
+    ("brokerflow.notifications", "notifications"),
+    ("bench_broker_api", "load generator"),
+)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_by_role() -> Counter[str]:
+    """CPU seconds (user + system) each kind of process has used so far, from /proc; what
+    matches no role (other people's work on a shared machine) is 'other'."""
+    used: Counter[str] = Counter()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = next((name for pattern, name in _ROLES if pattern in command), "other")
+        used[role] += (int(fields[11]) + int(fields[12])) / _TICKS
+    return used
+
+
+def cpu_breakdown(before: Counter[str], after: Counter[str], seconds: float) -> str:
+    """Share of the machine's cores each role used between two readings, busiest first."""
+    cores = os.cpu_count() or 1
+    spent = {role: after[role] - before.get(role, 0.0) for role in after}
+    ranked = sorted(((t, r) for r, t in spent.items() if t > 0.05 * seconds), reverse=True)
+    parts = [f"{role} {100 * used / seconds:.0f}%" for used, role in ranked]
+    return f"CPU (% of one core; {cores} cores = {100 * cores}%): " + ", ".join(parts)
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -186,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
-    results: list[tuple[float, list[float], Counter[str]]] = []
+    results: list[tuple[float, list[float], Counter[str], str]] = []
     try:
 
         async def bench() -> None:
@@ -196,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                 users = await set_up_users(client, args.users)
                 await asyncio.sleep(5)  # the last fundings decided and projected
                 for rate in rates:
+                    before, started = cpu_seconds_by_role(), time.monotonic()
                     latencies, outcomes = await load(base, users, rate, args.seconds)
-                    results.append((rate, latencies, outcomes))
+                    cpu = cpu_breakdown(before, cpu_seconds_by_role(), time.monotonic() - started)
+                    results.append((rate, latencies, outcomes, cpu))
                     await asyncio.sleep(5)  # let the backlog drain before the next rate
 
         asyncio.run(bench())
@@ -207,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             system.wait(90)
         except subprocess.TimeoutExpired:
             os.killpg(system.pid, signal.SIGKILL)
-    for rate, latencies, outcomes in results:
+    for rate, latencies, outcomes, cpu in results:
         ms = [1000 * value for value in latencies]
         print(
             f"{rate:.0f} orders/s for {args.seconds:.0f} s ({len(ms)} orders): placement latency "
@@ -215,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {percentile(ms, 99):.1f} ms, max {max(ms):.1f} ms, mean "
             f"{statistics.fmean(ms):.1f} ms; answers {dict(outcomes)}"
         )
+        print(f"  {cpu}")
     settings = base_settings.model_copy(update={"topic_prefix": env["TOPIC_PREFIX"]})
     asyncio.run(delete_topics(settings, lambda name: unique in name))
     print(machine_line())

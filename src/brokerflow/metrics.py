@@ -51,6 +51,7 @@ __all__ = [
     "RECONCILER_DISCREPANCIES",
     "RECONCILER_DISCREPANCY_COUNT",
     "RECONCILER_LAST_PASS",
+    "RECONCILER_QUEUED",
     "RECONCILER_REPUBLISHED",
     "REGISTRY",
     "VENDOR_FETCH_FAILURE",
@@ -152,6 +153,12 @@ RECONCILER_REPUBLISHED = Counter(
     "Requests of stuck orders published again (RequestOrder for PENDING, RequestCancel for a "
     "pending cancel)",
     ["command"],
+    registry=REGISTRY,
+)
+RECONCILER_QUEUED = Gauge(
+    "reconciler_queued",
+    "Stuck-looking requests the last orders pass left alone because the accounts agent had not "
+    "yet read their partition to the end (a backlog, not a loss)",
     registry=REGISTRY,
 )
 RECONCILER_DISCREPANCIES = Gauge(

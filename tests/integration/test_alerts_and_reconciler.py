@@ -346,6 +346,26 @@ async def test_reconciler_resends_stuck_requests_and_names_tampered_fields(
                 )
                 assert metric_value("reconciler_discrepancies", source="agent", field="cash") == 0
                 assert metric_value("reconciler_discrepancy_count") == 2
+
+                # An overloaded worker: requests wait in its backlog, so an order that only looks
+                # stuck (PENDING for minutes) is left alone rather than queued a second time.
+                assert stop(worker) == 0
+                backlog = [
+                    stuck.model_copy(update={"request_id": f"q-{n}", "order_id": f"q-{n}"})
+                    for n in range(2)
+                ]
+                commands = catalog(api.settings).account_commands.name
+                await publish(writer, commands, [(ana.account_id, r) for r in backlog])
+                waiting = stuck.model_copy(update={"request_id": "stuck-2", "order_id": "stuck-2"})
+                await api.db["orders"].insert_one(new_order_document(waiting, ana.user_id))
+                republished = metric_value("reconciler_republished_total", command="RequestOrder")
+                left = await reconciler.orders_pass(datetime.now(UTC))
+                assert (left.orders, left.cancels, left.queued) == ([], [], 1)
+                assert metric_value("reconciler_queued") == 1
+                assert (
+                    metric_value("reconciler_republished_total", command="RequestOrder")
+                    == republished
+                )
             stop_projector.set()
             await asyncio.wait_for(projector, 30)
     except BaseException:

@@ -19,13 +19,23 @@ The document fields used are those of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from brokerflow.schemas.accounts import RequestCancel, RequestOrder
 
-__all__ = ["OPEN_STATUSES", "cancel_request_of", "order_request_of"]
+__all__ = [
+    "BACKLOG_SLACK",
+    "OPEN_STATUSES",
+    "cancel_request_of",
+    "order_request_of",
+    "split_queued",
+]
+
+#: Records a consumer group may trail the end of a partition and still be caught up: the last
+#: thing in a partition written by a transaction is its commit marker, which no consumer commits.
+BACKLOG_SLACK = 1
 
 #: Orders a cancel can still apply to.
 OPEN_STATUSES = ("PENDING", "OPEN", "PARTIALLY_FILLED")
@@ -69,3 +79,19 @@ def cancel_request_of(document: Mapping[str, Any]) -> RequestCancel:
         order_id=order_id,
         event_time=_time(document["cancelRequestedAt"]),
     )
+
+
+def split_queued(
+    requests: list[RequestOrder | RequestCancel],
+    partition_of: Callable[[str], int],
+    backlog: Mapping[int, int],
+) -> tuple[list[RequestOrder | RequestCancel], list[RequestOrder | RequestCancel]]:
+    """Split into (lost, queued): a request on a partition the accounts agent has not read to the
+    end may still be in that backlog, so sending it again would only lengthen the queue of an
+    overloaded worker. Only a request whose partition is read to the end was surely lost."""
+    lost: list[RequestOrder | RequestCancel] = []
+    queued: list[RequestOrder | RequestCancel] = []
+    for request in requests:
+        behind = backlog.get(partition_of(request.account_id), 0) > BACKLOG_SLACK
+        (queued if behind else lost).append(request)
+    return lost, queued

@@ -7,7 +7,10 @@ Two passes on their own timers:
   PENDING for more than ``RECONCILER_STUCK_AFTER_S`` (60 s, by ``createdAt``) get their
   ``RequestOrder`` published again on ``account-commands-v1``; open orders whose cancel was
   requested that long ago (``cancelRequestedAt``) their ``RequestCancel``. Why this is safe:
-  :mod:`.orders`. Counted in ``reconciler_republished_total{command}`` and logged one by one.
+  :mod:`.orders`. Not while the accounts agent's group trails the end of the request's partition:
+  under overload every order looks stuck, and re-sending would lengthen the very queue it waits
+  in (``reconciler_queued`` counts those left alone). Counted in
+  ``reconciler_republished_total{command}`` and logged one by one.
 * balances, every ``RECONCILER_BALANCES_INTERVAL_S`` (300 s): the ledger's end offsets are taken
   first; then the copies are read (MongoDB ``accounts`` and ``positions``, and the accounts agent's
   table ``accounts_by_id`` from its changelog ``{EXCHANGE_APP_ID}-accounts_by_id-changelog``,
@@ -33,7 +36,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -48,6 +53,7 @@ from brokerflow.metrics import (
     RECONCILER_DISCREPANCIES,
     RECONCILER_DISCREPANCY_COUNT,
     RECONCILER_LAST_PASS,
+    RECONCILER_QUEUED,
     RECONCILER_REPUBLISHED,
 )
 from brokerflow.projections.folds import ACCOUNTS, ORDERS, POSITIONS, Document
@@ -60,7 +66,12 @@ from brokerflow.reconciler.compare import (
     check_agent,
     check_read_model,
 )
-from brokerflow.reconciler.orders import OPEN_STATUSES, cancel_request_of, order_request_of
+from brokerflow.reconciler.orders import (
+    OPEN_STATUSES,
+    cancel_request_of,
+    order_request_of,
+    split_queued,
+)
 from brokerflow.schemas import decode
 from brokerflow.schemas.accounts import RequestCancel, RequestOrder
 from brokerflow.schemas.base import format_utc
@@ -88,6 +99,9 @@ class OrdersPass:
     cancels: list[str] = field(default_factory=list)
     #: Documents that could not be turned into a request (logged).
     unreadable: int = 0
+    #: Stuck-looking requests left alone because the accounts agent has not yet read their
+    #: partition to the end (they are in its backlog, not lost).
+    queued: int = 0
 
 
 @dataclass
@@ -113,6 +127,7 @@ class Reconciler:
         self.writer = writer
         topics = catalog(settings)
         self.commands_topic = topics.account_commands.name
+        self.commands_partitions = topics.account_commands.partitions
         self.ledger_topic = topics.ledger_events.name
         self.changelog = agent_changelog(settings)
 
@@ -147,6 +162,21 @@ class Reconciler:
                 log.error("reconciler: cancel of order %s unreadable: %s", document.get("_id"), exc)
         if not requests:
             return done
+        requests, queued = split_queued(requests, self._partition_of, await self._backlog())
+        if queued:
+            done.queued = len(queued)
+            RECONCILER_QUEUED.set(len(queued))
+            log.warning(
+                "reconciler: %d stuck-looking requests left alone: the accounts agent (group %s) "
+                "has not yet read their partitions of %s to the end",
+                len(queued),
+                self.settings.exchange_app_id,
+                self.commands_topic,
+            )
+        else:
+            RECONCILER_QUEUED.set(0)
+        if not requests:
+            return done
         # Orders before cancels: an account's requests share a partition, so a cancel of an
         # order sent again is decided after it.
         requests.sort(key=lambda request: isinstance(request, RequestCancel))
@@ -175,6 +205,33 @@ class Reconciler:
                     format_utc(request.event_time),
                 )
         return done
+
+    def _partition_of(self, account_id: str) -> int:
+        """The partition the API's producer picks for this key (the default partitioner)."""
+        return (murmur2(account_id.encode()) & 0x7FFFFFFF) % self.commands_partitions
+
+    async def _backlog(self) -> dict[int, int]:
+        """Records of each ``account-commands`` partition the worker's group has not committed.
+        A partition the group never committed counts as all backlog: no worker has read it."""
+        partitions = [
+            TopicPartition(self.commands_topic, p) for p in range(self.commands_partitions)
+        ]
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(
+                self.settings.exchange_app_id, partitions=partitions
+            )
+        finally:
+            await admin.close()
+        async with consumer(self.settings) as reader:
+            ends = await reader.end_offsets(partitions)
+        backlog: dict[int, int] = {}
+        for tp in partitions:
+            mark = committed.get(tp)
+            position = mark.offset if mark is not None and mark.offset >= 0 else 0
+            backlog[tp.partition] = max(0, ends[tp] - position)
+        return backlog
 
     # --- balances ----------------------------------------------------------------------------
 

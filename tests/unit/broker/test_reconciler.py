@@ -27,7 +27,7 @@ from brokerflow.reconciler.compare import (
     check_agent,
     check_read_model,
 )
-from brokerflow.reconciler.orders import cancel_request_of, order_request_of
+from brokerflow.reconciler.orders import cancel_request_of, order_request_of, split_queued
 from brokerflow.schemas.orders import OrderType, Side
 
 from .support import ACCOUNT, T0, accepted, at, custody, deposit, fill, opened, order
@@ -272,3 +272,28 @@ def test_a_pending_order_document_becomes_its_request_again() -> None:
         "o-1",
         T0 + timedelta(minutes=1),
     )
+
+
+def test_requests_on_a_partition_the_agent_trails_are_queued_not_resent() -> None:
+    def request(order_id: str, account_id: str) -> Any:
+        return order_request_of(
+            {
+                "_id": order_id,
+                "accountId": account_id,
+                "symbol": "PETR4",
+                "side": "BUY",
+                "type": "LIMIT",
+                "quantity": "100",
+                "price": "38.00",
+                "status": "PENDING",
+                "createdAt": "2026-06-25T13:00:00.000000Z",
+            }
+        )
+
+    on_partition = {"acc-caught-up": 0, "acc-marker": 1, "acc-behind": 2, "acc-unseen": 3}
+    requests = [request(f"o-{account}", account) for account in on_partition]
+    # Partition 1 trails by one record: the commit marker of the last transaction, not a backlog.
+    backlog = {0: 0, 1: 1, 2: 2}
+    lost, queued = split_queued(requests, on_partition.__getitem__, backlog)
+    assert [r.account_id for r in lost] == ["acc-caught-up", "acc-marker", "acc-unseen"]
+    assert [r.account_id for r in queued] == ["acc-behind"]
