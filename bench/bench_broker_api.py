@@ -11,8 +11,7 @@ the instant it was due to its answer (202 ACCEPTED once the accounts agent's dec
 committed, or 202 PENDING after API_DECISION_WAIT_MS). Prints p50/p90/p99/max per rate, how many
 answers were ACCEPTED, PENDING or errors (with their code), the CPU each process used during each
 rate (from /proc, by role: API, worker, projector, MongoDB, Kafka, ...), the machine and the
-command. Load goes to loopback only
-and stops by itself.
+command. Load goes to loopback only and stops by itself.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import aiohttp
 import httpx
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 
 from brokerflow.settings import Settings
 from brokerflow.topics import delete_topics
@@ -182,6 +183,21 @@ def cpu_breakdown(before: Counter[str], after: Counter[str], seconds: float) -> 
     return f"CPU (% of one core; {cores} cores = {100 * cores}%): " + ", ".join(parts)
 
 
+async def drop_namespace(settings: Settings, database: str, redis_prefix: str) -> None:
+    """The run's MongoDB database and Redis keys go with its topics."""
+    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(settings.mongo_url)
+    try:
+        await mongo.drop_database(database)
+    finally:
+        await mongo.close()
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        async for key in redis.scan_iter(match=f"{redis_prefix}*", count=1000):
+            await redis.delete(key)
+    finally:
+        await redis.aclose()
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
@@ -267,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {cpu}")
     settings = base_settings.model_copy(update={"topic_prefix": env["TOPIC_PREFIX"]})
     asyncio.run(delete_topics(settings, lambda name: unique in name))
+    asyncio.run(drop_namespace(base_settings, env["MONGO_DATABASE"], f"bench{unique}:"))
     print(machine_line())
     extra = "" if args.commit_interval is None else f" --commit-interval {args.commit_interval}"
     print(
