@@ -53,6 +53,7 @@ __all__ = [
     "RECONCILER_LAST_PASS",
     "RECONCILER_QUEUED",
     "RECONCILER_REPUBLISHED",
+    "RECONCILER_SETTLEMENTS_REQUESTED",
     "REGISTRY",
     "VENDOR_FETCH_FAILURE",
     "VENDOR_FETCH_SUCCESS",
@@ -159,6 +160,12 @@ RECONCILER_QUEUED = Gauge(
     "reconciler_queued",
     "Stuck-looking requests the last orders pass left alone because the accounts agent had not "
     "yet read their partition to the end (a backlog, not a loss)",
+    registry=REGISTRY,
+)
+RECONCILER_SETTLEMENTS_REQUESTED = Counter(
+    "reconciler_settlements_requested",
+    "SettleDue requests sent by the daily settlement sweep (one per account with unsettled "
+    "proceeds per Sao Paulo date)",
     registry=REGISTRY,
 )
 RECONCILER_DISCREPANCIES = Gauge(

@@ -212,6 +212,7 @@ def catalog(settings: Settings) -> TopicCatalog:
                 "RequestOrder",
                 "RequestCancel",
                 "RequestAmend",
+                "SettleDue",
             ),
             retention_ms=RETAIN_FOREVER,
             description="API -> accounts agent requests, keyed by account (decided in log order)",

@@ -310,6 +310,46 @@ async def test_reconciler_resends_stuck_requests_and_names_tampered_fields(
                     return Decimal(account["balances"]["BRL"]["held"]) == 0
 
                 await eventually("Ana's hold released in the read model", projected)
+
+                # Bruno sells to Ana: his proceeds settle D+2 (B3). Nobody acts after that; the
+                # daily sweep's SettleDue, on a date past it, turns them into settled cash.
+                for user, side in ((bruno, "SELL"), (ana, "BUY")):
+                    placed = await client.post(
+                        "/api/v1/orders",
+                        json={
+                            "symbol": "PETR4",
+                            "side": side,
+                            "type": "LIMIT",
+                            "quantity": "100",
+                            "price": "38.00",
+                        },
+                        headers=user.auth,
+                    )
+                    assert placed.status_code == 202, placed.text
+                    assert placed.json()["status"] == "ACCEPTED"
+
+                async def brl(user: User) -> dict[str, Decimal]:
+                    account = await get(client, user, "/api/v1/account")
+                    return {k: Decimal(v) for k, v in account["balances"].get("BRL", {}).items()}
+
+                async def proceeds_unsettled() -> bool:
+                    return (await brl(bruno)).get("unsettledCash", Decimal(0)) > 0
+
+                await eventually("Bruno's proceeds unsettled", proceeds_unsettled)
+                await eventually("Ana's buy filled", lambda: _held_is_zero(client, ana))
+                before = await brl(bruno)
+                assert await reconciler.settlements_pass(datetime.now(UTC)) == [bruno.account_id]
+                swept = await reconciler.settlements_pass(datetime.now(UTC) + timedelta(days=7))
+                assert swept == [bruno.account_id]
+
+                async def settled() -> bool:
+                    now = await brl(bruno)
+                    return now["unsettledCash"] == 0 and now["cash"] == (
+                        before["cash"] + before["unsettledCash"]
+                    )
+
+                await eventually("Bruno's proceeds settled by the sweep", settled)
+                assert await reconciler.settlements_pass(datetime.now(UTC)) == []
                 clean = await reconciler.balances_pass(datetime.now(UTC))
                 assert clean.discrepancies == []
                 assert clean.accounts == 2
@@ -329,7 +369,7 @@ async def test_reconciler_resends_stuck_requests_and_names_tampered_fields(
                         ana.account_id,
                         Field.CASH,
                         "balances.BRL.cash",
-                        "10000.00",
+                        "6198.86",  # 10000.00 - 100 x 38.00 - 1.14 fees (0.03 % of 3800.00)
                         "9000.00",
                     ),
                     Discrepancy(
@@ -375,6 +415,11 @@ async def test_reconciler_resends_stuck_requests_and_names_tampered_fields(
         stop_projector.set()
         with contextlib.suppress(Exception):
             stop(worker)
+
+
+async def _held_is_zero(client: Any, user: User) -> bool:
+    account = await get(client, user, "/api/v1/account")
+    return Decimal(account["balances"]["BRL"]["held"]) == 0 and not account["sharesHeld"]
 
 
 async def _status(client: Any, user: User, order_id: str, status: str) -> bool:

@@ -24,7 +24,8 @@ use up exactly its hold.
 
 Refusals change nothing. Sale proceeds with a settlement cycle (B3: D+2) are unsettled until
 their date: spendable at once, withdrawable only after the ``CashSettled`` that the first
-request or report on or after that date (Sao Paulo) brings.
+request or report on or after that date (Sao Paulo) brings; the reconciler's daily ``SettleDue``
+is such a request, so proceeds settle on their date even on an idle account.
 
 Reports
 -------
@@ -444,6 +445,12 @@ def _deposit(tx: _Tx, request: Any) -> Refusal | None:
     return None
 
 
+def _settle(tx: _Tx, request: Any) -> Refusal | None:
+    """Nothing beyond what :func:`decide` settles before every request."""
+    tx.accept(request)
+    return None
+
+
 def _withdraw(tx: _Tx, request: Any) -> Refusal | None:
     currency = request.currency
     refusal = _check_amount(tx.rules, currency, request.amount)
@@ -723,6 +730,7 @@ _REQUESTS: Final[dict[str, Callable[[_Tx, Any], Refusal | None]]] = {
     "RequestOrder": _order,
     "RequestCancel": _cancel,
     "RequestAmend": _amend,
+    "SettleDue": _settle,
 }
 
 

@@ -1,7 +1,7 @@
 """The reconciler service: re-sends the requests of stuck orders, and checks every account's
 balances and positions against the ledger. ``python -m brokerflow.reconciler``.
 
-Two passes on their own timers:
+Passes on their own timers:
 
 * orders, every ``RECONCILER_ORDERS_INTERVAL_S`` (30 s): orders of the ``orders`` read model
   PENDING for more than ``RECONCILER_STUCK_AFTER_S`` (60 s, by ``createdAt``) get their
@@ -11,6 +11,10 @@ Two passes on their own timers:
   under overload every order looks stuck, and re-sending would lengthen the very queue it waits
   in (``reconciler_queued`` counts those left alone). Counted in
   ``reconciler_republished_total{command}`` and logged one by one.
+* settlements, at start and after each midnight in Sao Paulo: a ``SettleDue`` to every account
+  whose read model shows unsettled proceeds, so D+2 cash settles (and becomes withdrawable) on
+  its date even when the account sends nothing (the agent settles what is due before any request
+  anyway). Counted in ``reconciler_settlements_requested_total``.
 * balances, every ``RECONCILER_BALANCES_INTERVAL_S`` (300 s): the ledger's end offsets are taken
   first; then the copies are read (MongoDB ``accounts`` and ``positions``, and the accounts agent's
   table ``accounts_by_id`` from its changelog ``{EXCHANGE_APP_ID}-accounts_by_id-changelog``,
@@ -32,7 +36,8 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -44,6 +49,7 @@ from pymongo import ASCENDING, AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from brokerflow.broker.calendar import local_date
 from brokerflow.broker.state import AccountState
 from brokerflow.errors import SchemaError, StackError
 from brokerflow.exchange.io import LogReader
@@ -55,6 +61,7 @@ from brokerflow.metrics import (
     RECONCILER_LAST_PASS,
     RECONCILER_QUEUED,
     RECONCILER_REPUBLISHED,
+    RECONCILER_SETTLEMENTS_REQUESTED,
 )
 from brokerflow.projections.folds import ACCOUNTS, ORDERS, POSITIONS, Document
 from brokerflow.reconciler.compare import (
@@ -73,7 +80,7 @@ from brokerflow.reconciler.orders import (
     split_queued,
 )
 from brokerflow.schemas import decode
-from brokerflow.schemas.accounts import RequestCancel, RequestOrder
+from brokerflow.schemas.accounts import RequestCancel, RequestOrder, SettleDue
 from brokerflow.schemas.base import format_utc
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, ensure_topics
@@ -232,6 +239,37 @@ class Reconciler:
             position = mark.offset if mark is not None and mark.offset >= 0 else 0
             backlog[tp.partition] = max(0, ends[tp] - position)
         return backlog
+
+    # --- settlements -------------------------------------------------------------------------
+
+    async def settlements_pass(self, now: datetime) -> list[str]:
+        """``SettleDue`` to every account whose read model shows unsettled proceeds, so D+2 cash
+        settles on its date even for an account that sends nothing; the accounts it went to.
+        The request id names the account and the Sao Paulo date: one sweep a day per account."""
+        day = local_date(now)
+        accounts: list[str] = []
+        async for document in self.db[ACCOUNTS].find({}, {"balances": 1}):
+            balances = document.get("balances") or {}
+            if any(_positive(entry.get("unsettled")) for entry in balances.values()):
+                accounts.append(str(document["_id"]))
+        if not accounts:
+            return []
+        requests = [
+            SettleDue(
+                request_id=f"settle-{day.isoformat()}-{account}"[:64],
+                account_id=account,
+                event_time=now,
+            )
+            for account in accounts
+        ]
+        await publish(self.writer, self.commands_topic, [(r.account_id, r) for r in requests])
+        RECONCILER_SETTLEMENTS_REQUESTED.inc(len(requests))
+        log.info(
+            "reconciler: SettleDue for %s sent to %d accounts with unsettled proceeds",
+            day.isoformat(),
+            len(requests),
+        )
+        return accounts
 
     # --- balances ----------------------------------------------------------------------------
 
@@ -409,6 +447,7 @@ async def run_reconciler(settings: Settings, stop: asyncio.Event) -> None:
 
 async def _schedule(reconciler: Reconciler, settings: Settings, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
+    swept: date | None = None
     due = {"orders": loop.time(), "balances": loop.time()}
     every = {
         "orders": settings.reconciler_orders_interval_s,
@@ -426,6 +465,21 @@ async def _schedule(reconciler: Reconciler, settings: Settings, stop: asyncio.Ev
                     "reconciler: %s pass failed (%s); next try in %g s", name, exc, every[name]
                 )
             due[name] = loop.time() + every[name]
+        # Settlement dates are Sao Paulo dates: one sweep at start and one after each midnight.
+        now = datetime.now(UTC)
+        if swept != local_date(now):
+            try:
+                await reconciler.settlements_pass(now)
+                swept = local_date(now)
+            except (PyMongoError, KafkaError, OSError, TimeoutError, StackError) as exc:
+                log.warning("reconciler: settlements pass failed (%s); trying again", exc)
         wait = max(0.0, min(due.values()) - loop.time())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=wait)
+
+
+def _positive(amount: object) -> bool:
+    try:
+        return Decimal(str(amount)) > 0
+    except ArithmeticError:
+        return False

@@ -18,8 +18,8 @@ ledger                 AccountOpened, CashDeposited, CashWithdrawn, CustodyTrans
                        CashSettled, FundsHeld, FundsReleased, SharesHeld, SharesReleased,
                        FillSettled
 accounts               OpenAccount, DepositCash, WithdrawCash, TransferCustody, RequestOrder,
-                       RequestCancel, RequestAmend (requests); RequestAccepted, RequestRefused,
-                       CancelRequestRejected (decisions)
+                       RequestCancel, RequestAmend, SettleDue (requests); RequestAccepted,
+                       RequestRefused, CancelRequestRejected (decisions)
 notifications          OrderUpdateNotification (type ``OrderUpdate``), PriceAlertTriggered
 alerts                 AlertCreated, AlertCancelled (price-alert commands)
 deadletter             DeadLetter
@@ -38,6 +38,7 @@ from brokerflow.schemas.accounts import (
     RequestCancel,
     RequestOrder,
     RequestRefused,
+    SettleDue,
     TransferCustody,
     WithdrawCash,
 )
@@ -168,6 +169,7 @@ __all__ = [
     "RequestRefused",
     "SchemaError",
     "SetReferencePrice",
+    "SettleDue",
     "SharesHeld",
     "SharesReleased",
     "Side",

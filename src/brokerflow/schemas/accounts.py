@@ -42,6 +42,7 @@ __all__ = [
     "RequestCancel",
     "RequestOrder",
     "RequestRefused",
+    "SettleDue",
     "TransferCustody",
     "WithdrawCash",
 ]
@@ -137,6 +138,16 @@ class RequestAmend(_AccountRequest):
         return self
 
 
+class SettleDue(_AccountRequest):
+    """Bring in the settlements due by ``event_time``'s date (Sao Paulo).
+
+    Every request settles what is due first, so an active account never needs it; the
+    reconciler's daily sweep sends it to accounts with unsettled proceeds, so D+2 cash becomes
+    withdrawable on its date even when its owner does nothing. Always accepted."""
+
+    type: Literal["SettleDue"] = "SettleDue"
+
+
 AccountCommand = Annotated[
     OpenAccount
     | DepositCash
@@ -144,7 +155,8 @@ AccountCommand = Annotated[
     | TransferCustody
     | RequestOrder
     | RequestCancel
-    | RequestAmend,
+    | RequestAmend
+    | SettleDue,
     Field(discriminator="type"),
 ]
 

@@ -63,6 +63,7 @@ from brokerflow.schemas import (
     RequestOrder,
     RequestRefused,
     SetReferencePrice,
+    SettleDue,
     SharesHeld,
     SharesReleased,
     Side,
@@ -475,6 +476,11 @@ REQUEST_AMEND = RequestAmend(
     quantity=Decimal("60"),
     event_time=datetime(2026, 1, 2, 13, 30, 30, tzinfo=UTC),
 )
+SETTLE_DUE = SettleDue(
+    request_id="settle-acc-42-2026-01-06",
+    account_id="acc-42",
+    event_time=datetime(2026, 1, 6, 3, 0, tzinfo=UTC),
+)
 REQUEST_ACCEPTED = RequestAccepted(
     request_id="ord-0001",
     account_id="acc-42",
@@ -600,6 +606,7 @@ EXAMPLES: list[Message] = [
     REQUEST_ORDER,
     REQUEST_CANCEL,
     REQUEST_AMEND,
+    SETTLE_DUE,
     REQUEST_ACCEPTED,
     REQUEST_REFUSED,
     CANCEL_REQUEST_REJECTED,

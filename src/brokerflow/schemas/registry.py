@@ -30,6 +30,7 @@ from brokerflow.schemas.accounts import (
     RequestCancel,
     RequestOrder,
     RequestRefused,
+    SettleDue,
     TransferCustody,
     WithdrawCash,
 )
@@ -114,6 +115,7 @@ MESSAGE_CLASSES: Final[tuple[type[Message], ...]] = (
     RequestOrder,
     RequestCancel,
     RequestAmend,
+    SettleDue,
     RequestAccepted,
     RequestRefused,
     CancelRequestRejected,

@@ -7,6 +7,7 @@ held at the last price plus 5 %, rounded up to the centavo.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 
@@ -394,3 +395,40 @@ def test_requests_settle_what_is_due_first() -> None:
     assert [e.type for e in outcome.ledger] == ["CashSettled"]
     assert outcome.decisions[0].code == "INSUFFICIENT_FUNDS"
     assert account.live.cash["BRL"] == Cash(settled=D("101.00"))
+
+
+def test_settle_due_brings_in_what_is_due_and_nothing_else() -> None:
+    from brokerflow.broker import PendingSettlement
+    from brokerflow.schemas.accounts import SettleDue
+
+    account = opened(deposit("1.00"))
+    state = account.live
+    account.state = AccountState(
+        account_id=state.account_id,
+        user_id=state.user_id,
+        next_sequence=state.next_sequence,
+        cash={"BRL": Cash(settled=D("1.00"), unsettled=D("150.00"))},
+        settlements=(
+            PendingSettlement("PETR4-T1", "BRL", D("100.00"), date(2026, 6, 29)),
+            PendingSettlement("PETR4-T2", "BRL", D("50.00"), date(2026, 6, 30)),
+        ),
+    )
+
+    def sweep(when: datetime) -> Any:
+        return account.request(
+            SettleDue(request_id=f"settle-{when:%Y%m%d}", account_id=ACCOUNT, event_time=when)
+        )
+
+    # Sunday 23:59 in Sao Paulo (Monday 02:59 UTC): nothing due yet; accepted, state untouched.
+    before = account.state
+    quiet = sweep(datetime(2026, 6, 29, 2, 59, tzinfo=UTC))
+    assert quiet.ledger == []
+    assert [(d.type, d.command) for d in quiet.decisions] == [("RequestAccepted", "SettleDue")]
+    assert account.state is before
+    # Monday 00:00 in Sao Paulo: only Monday's settlement.
+    monday = sweep(datetime(2026, 6, 29, 3, 0, tzinfo=UTC))
+    assert [(e["type"], e["tradeId"], e["amount"]) for e in wire(monday.ledger)] == [
+        ("CashSettled", "PETR4-T1", "100.00")
+    ]
+    assert account.live.cash["BRL"] == Cash(settled=D("101.00"), unsettled=D("50.00"))
+    assert [p.trade_id for p in account.live.settlements] == ["PETR4-T2"]

@@ -99,6 +99,7 @@ def test_registry_holds_exactly_these_type_version_pairs() -> None:
             "RequestOrder",
             "RequestCancel",
             "RequestAmend",
+            "SettleDue",
             "RequestAccepted",
             "RequestRefused",
             "CancelRequestRejected",
