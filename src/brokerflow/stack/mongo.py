@@ -109,7 +109,10 @@ class FerretDBService:
             [
                 str(self.binary),
                 "--handler=sqlite",
-                f"--sqlite-url=file:{data}/",
+                # WAL (FerretDB's default) with synchronous=NORMAL: a commit no longer waits
+                # for an fsync; the file cannot be corrupted, an OS crash can lose the last
+                # commits (read models rebuild from Kafka). 722-807 -> 1,135-1,186 upserts/s.
+                f"--sqlite-url=file:{data}/?_pragma=synchronous(NORMAL)",
                 f"--state-dir={self.home}",
                 f"--listen-addr={self.host}:{self.port}",
                 "--telemetry=disable",
