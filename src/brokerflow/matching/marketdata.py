@@ -1,0 +1,157 @@
+"""The exchange's own market data: top-of-book and top-N depth as snapshots plus increments.
+
+Pure: fed the book's :class:`~brokerflow.matching.book.Depth` after each command that touched a
+symbol, :class:`DepthFeed` says what a subscriber needs to keep an identical copy of the top
+``levels`` of each side, in the conventions of Binance's diff-depth stream and Coinbase's
+level2 channel:
+
+* an **update** lists the levels whose aggregate quantity changed, with the new quantity; a
+  quantity of ``0`` removes the level. A level pushed out of the top N by a better one is sent
+  with ``0`` too, and one that moves into it with its quantity, so applying updates to a copy
+  of the top N keeps exactly the top N (no level outside it lingers).
+* every message of a symbol carries ``sequence`` (one more than the previous message's of that
+  symbol, snapshots included) so a subscriber that sees a jump knows it missed something and
+  waits for the next **snapshot** (every ``snapshot_every`` updates, and the first message of a
+  symbol), which replaces its copy.
+* ``top`` is set on an update when the best bid or ask (price or size) changed: the L1 feed.
+
+Levels are ``(price, quantity, orders)``; prices and quantities are the book's decimals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from brokerflow.matching.book import Depth, PriceLevel, TopOfBook
+
+__all__ = ["BookMessage", "DepthFeed", "LevelChange", "apply_changes", "diff_levels"]
+
+
+@dataclass(frozen=True, slots=True)
+class LevelChange:
+    """A level's new aggregate: ``quantity == 0`` means the level is gone (from the top N)."""
+
+    is_bid: bool
+    price: Decimal
+    quantity: Decimal
+    orders: int
+
+
+@dataclass(frozen=True, slots=True)
+class BookMessage:
+    """One message of a symbol's book feed: a snapshot (``changes`` empty) or an update."""
+
+    symbol: str
+    sequence: int
+    snapshot: bool
+    #: Set on a snapshot, and on an update whose best bid or ask changed.
+    top: TopOfBook | None
+    #: The whole top N on a snapshot, else ().
+    depth: Depth | None
+    changes: tuple[LevelChange, ...] = ()
+
+
+def diff_levels(
+    before: tuple[PriceLevel, ...], after: tuple[PriceLevel, ...], *, is_bid: bool
+) -> list[LevelChange]:
+    """What turns one side's top-N view into the next: changed and new levels with their
+    quantity, levels that left the view with 0; best price first."""
+    old = {level.price: level for level in before}
+    new = {level.price: level for level in after}
+    changes = [
+        LevelChange(is_bid, level.price, level.quantity, level.orders)
+        for level in after
+        if old.get(level.price) != level
+    ]
+    changes += [LevelChange(is_bid, price, Decimal(0), 0) for price in old.keys() - new.keys()]
+    changes.sort(key=lambda change: -change.price if is_bid else change.price)
+    return changes
+
+
+def apply_changes(depth: Depth, changes: tuple[LevelChange, ...], levels: int) -> Depth:
+    """A subscriber's side of the protocol: the top-N copy after an update."""
+    sides = []
+    for is_bid, current in ((True, depth.bids), (False, depth.asks)):
+        book = {level.price: level for level in current}
+        for change in changes:
+            if change.is_bid != is_bid:
+                continue
+            if change.quantity == 0:
+                book.pop(change.price, None)
+            else:
+                book[change.price] = PriceLevel(change.price, change.quantity, change.orders)
+        ordered = sorted(book.values(), key=lambda level: -level.price if is_bid else level.price)
+        sides.append(tuple(ordered[:levels]))
+    return Depth(sides[0], sides[1])
+
+
+@dataclass(slots=True)
+class _SymbolFeed:
+    depth: Depth = field(default_factory=lambda: Depth((), ()))
+    sequence: int = 0
+    since_snapshot: int = 0
+
+
+def _top(depth: Depth) -> TopOfBook:
+    return TopOfBook(depth.bids[0] if depth.bids else None, depth.asks[0] if depth.asks else None)
+
+
+class DepthFeed:
+    """Per symbol: the last top-N view sent and the sequence; turns each new view into the
+    messages to publish. Its state is small (N levels a side and two counters per symbol) and is
+    what a restart must restore to continue the same sequence."""
+
+    def __init__(self, levels: int = 10, snapshot_every: int = 100) -> None:
+        if levels < 1 or snapshot_every < 1:
+            raise ValueError("levels and snapshot_every must be at least 1")
+        self.levels = levels
+        self.snapshot_every = snapshot_every
+        self._feeds: dict[str, _SymbolFeed] = {}
+
+    def sequence(self, symbol: str) -> int:
+        """The last sequence sent for ``symbol`` (0 before the first message)."""
+        feed = self._feeds.get(symbol)
+        return 0 if feed is None else feed.sequence
+
+    def update(self, symbol: str, depth: Depth) -> list[BookMessage]:
+        """The messages a new view of ``symbol``'s book (at least ``levels`` deep) calls for:
+        none when its top N did not change, else an update, and a snapshot when one is due."""
+        view = Depth(depth.bids[: self.levels], depth.asks[: self.levels])
+        feed = self._feeds.get(symbol)
+        if feed is None:
+            feed = self._feeds[symbol] = _SymbolFeed()
+            feed.depth = view
+            return [self._snapshot(symbol, feed)]
+        changes = diff_levels(feed.depth.bids, view.bids, is_bid=True)
+        changes += diff_levels(feed.depth.asks, view.asks, is_bid=False)
+        if not changes:
+            return []
+        before = _top(feed.depth)
+        after = _top(view)
+        feed.depth = view
+        feed.sequence += 1
+        feed.since_snapshot += 1
+        messages = [
+            BookMessage(
+                symbol,
+                feed.sequence,
+                snapshot=False,
+                top=after if after != before else None,
+                depth=None,
+                changes=tuple(changes),
+            )
+        ]
+        if feed.since_snapshot >= self.snapshot_every:
+            messages.append(self._snapshot(symbol, feed))
+        return messages
+
+    def snapshot(self, symbol: str) -> BookMessage:
+        """A snapshot now (a new subscriber asked, or a session began)."""
+        feed = self._feeds.setdefault(symbol, _SymbolFeed())
+        return self._snapshot(symbol, feed)
+
+    def _snapshot(self, symbol: str, feed: _SymbolFeed) -> BookMessage:
+        feed.sequence += 1
+        feed.since_snapshot = 0
+        return BookMessage(symbol, feed.sequence, True, _top(feed.depth), feed.depth)
