@@ -65,6 +65,7 @@ class TopicCatalog:
     order_commands: TopicSpec
     order_events: TopicSpec
     trade_executions: TopicSpec
+    exchange_book: TopicSpec
     ledger_events: TopicSpec
     account_commands: TopicSpec
     account_events: TopicSpec
@@ -178,6 +179,16 @@ def catalog(settings: Settings) -> TopicCatalog:
             value_types=("TradeExecuted",),
             retention_ms=RETAIN_FOREVER,
             description="Trades printed by the matching engine, keyed by symbol",
+        ),
+        exchange_book=spec(
+            "exchange_book",
+            "exchange-book-v1",
+            partitions=n,
+            key="symbol",
+            value_types=("BookSnapshot", "BookUpdate"),
+            retention_ms=2 * DAY_MS,
+            description="The exchange's book: top-N snapshots and increments with a sequence "
+            "per symbol, and the best bid/ask (L1)",
         ),
         ledger_events=spec(
             "ledger_events",

@@ -13,19 +13,30 @@ level2 channel:
   symbol, snapshots included) so a subscriber that sees a jump knows it missed something and
   waits for the next **snapshot** (every ``snapshot_every`` updates, and the first message of a
   symbol), which replaces its copy.
-* ``top`` is set on an update when the best bid or ask (price or size) changed: the L1 feed.
+* ``top`` is the best bid and ask after the message, and ``top_changed`` says an update moved
+  them (price or size): the L1 feed.
 
 Levels are ``(price, quantity, orders)``; prices and quantities are the book's decimals.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from brokerflow.matching.book import Depth, PriceLevel, TopOfBook
 
-__all__ = ["BookMessage", "DepthFeed", "LevelChange", "apply_changes", "diff_levels"]
+__all__ = [
+    "BookMessage",
+    "DepthFeed",
+    "LevelChange",
+    "apply_changes",
+    "book_json",
+    "book_wire",
+    "diff_levels",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +56,13 @@ class BookMessage:
     symbol: str
     sequence: int
     snapshot: bool
-    #: Set on a snapshot, and on an update whose best bid or ask changed.
-    top: TopOfBook | None
-    #: The whole top N on a snapshot, else ().
+    #: The best bid and ask after this message.
+    top: TopOfBook
+    #: The whole top N on a snapshot, else None.
     depth: Depth | None
     changes: tuple[LevelChange, ...] = ()
+    #: On an update: the best bid or ask moved (price or size), the L1 feed's trigger.
+    top_changed: bool = False
 
 
 def diff_levels(
@@ -109,6 +122,24 @@ class DepthFeed:
         self.snapshot_every = snapshot_every
         self._feeds: dict[str, _SymbolFeed] = {}
 
+    def state(self, symbol: str) -> tuple[int, int]:
+        """(sequence, updates since the last snapshot): what a restart restores."""
+        feed = self._feeds.get(symbol)
+        return (0, 0) if feed is None else (feed.sequence, feed.since_snapshot)
+
+    def restore(self, symbol: str, depth: Depth, sequence: int, since_snapshot: int) -> None:
+        """Continue ``symbol``'s feed after a restart: ``depth`` is the restored book's view,
+        which is the view last sent, since one is sent after every change."""
+        if sequence == 0:
+            self._feeds.pop(symbol, None)  # never sent: the next message is the first snapshot
+            return
+        view = Depth(depth.bids[: self.levels], depth.asks[: self.levels])
+        self._feeds[symbol] = _SymbolFeed(view, sequence, since_snapshot)
+
+    def forget(self) -> None:
+        """Drop every symbol (the partitions were reassigned; :meth:`restore` follows)."""
+        self._feeds.clear()
+
     def sequence(self, symbol: str) -> int:
         """The last sequence sent for ``symbol`` (0 before the first message)."""
         feed = self._feeds.get(symbol)
@@ -137,9 +168,10 @@ class DepthFeed:
                 symbol,
                 feed.sequence,
                 snapshot=False,
-                top=after if after != before else None,
+                top=after,
                 depth=None,
                 changes=tuple(changes),
+                top_changed=after != before,
             )
         ]
         if feed.since_snapshot >= self.snapshot_every:
@@ -155,3 +187,45 @@ class DepthFeed:
         feed.sequence += 1
         feed.since_snapshot = 0
         return BookMessage(symbol, feed.sequence, True, _top(feed.depth), feed.depth)
+
+
+def _level(price: Decimal, quantity: Decimal, orders: int) -> dict[str, Any]:
+    return {"price": format(price, "f"), "quantity": format(quantity, "f"), "orders": orders}
+
+
+def _side(levels: tuple[PriceLevel, ...]) -> list[dict[str, Any]]:
+    return [_level(*level) for level in levels]
+
+
+def book_wire(message: BookMessage, event_time: str, venue: str = "BROKERFLOW") -> dict[str, Any]:
+    """The ``BookSnapshot`` / ``BookUpdate`` wire form (:mod:`brokerflow.schemas.book`), built
+    without pydantic on the agent's path; a test checks every output against the schemas."""
+    head: dict[str, Any] = {
+        "type": "BookSnapshot" if message.snapshot else "BookUpdate",
+        "schemaVersion": 1,
+        "venue": venue,
+        "symbol": message.symbol,
+        "sequence": message.sequence,
+    }
+    if message.snapshot:
+        assert message.depth is not None
+        return {
+            **head,
+            "bids": _side(message.depth.bids),
+            "asks": _side(message.depth.asks),
+            "eventTime": event_time,
+        }
+    top = message.top
+    return {
+        **head,
+        "bids": [_level(c.price, c.quantity, c.orders) for c in message.changes if c.is_bid],
+        "asks": [_level(c.price, c.quantity, c.orders) for c in message.changes if not c.is_bid],
+        "bestBid": None if top.bid is None else _level(*top.bid),
+        "bestAsk": None if top.ask is None else _level(*top.ask),
+        "topChanged": message.top_changed,
+        "eventTime": event_time,
+    }
+
+
+def book_json(message: BookMessage, event_time: str, venue: str = "BROKERFLOW") -> bytes:
+    return json.dumps(book_wire(message, event_time, venue), separators=(",", ":")).encode()

@@ -13,6 +13,7 @@ orders                 PlaceOrder, CancelOrder, AmendOrder, CloseSession, SetRef
                        OrderDuplicateIgnored (events)
 trades                 TradeExecuted
 market                 Trade, BestBidAsk, Quote (normalized vendor ticks)
+book                   BookSnapshot, BookUpdate (the exchange's own book, top N)
 stats                  BarClosed
 ledger                 AccountOpened, CashDeposited, CashWithdrawn, CustodyTransferredIn,
                        CashSettled, FundsHeld, FundsReleased, SharesHeld, SharesReleased,
@@ -52,6 +53,7 @@ from brokerflow.schemas.base import (
     Symbol,
     UtcDatetime,
 )
+from brokerflow.schemas.book import BookLevel, BookSnapshot, BookUpdate
 from brokerflow.schemas.deadletter import DeadLetter, PayloadEncoding
 from brokerflow.schemas.ledger import (
     AccountOpened,
@@ -122,6 +124,9 @@ __all__ = [
     "BarClosed",
     "BarWindow",
     "BestBidAsk",
+    "BookLevel",
+    "BookSnapshot",
+    "BookUpdate",
     "CancelOrder",
     "CancelRequestRejected",
     "CashDeposited",

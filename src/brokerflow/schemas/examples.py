@@ -73,6 +73,7 @@ from brokerflow.schemas import (
     TransferCustody,
     WithdrawCash,
 )
+from brokerflow.schemas.book import BookLevel, BookSnapshot, BookUpdate
 
 __all__ = ["EXAMPLES", "example_of"]
 
@@ -261,6 +262,26 @@ BEST_BID_ASK = BestBidAsk(
     update_id=400900217,
     event_time=datetime(2026, 1, 2, 13, 30, 0, 181000, tzinfo=UTC),
     receive_time=datetime(2026, 1, 2, 13, 30, 0, 181000, tzinfo=UTC),
+)
+BOOK_SNAPSHOT = BookSnapshot(
+    symbol="PETR4",
+    sequence=1,
+    bids=(
+        BookLevel(price=Decimal("38.48"), quantity=Decimal("300"), orders=2),
+        BookLevel(price=Decimal("38.47"), quantity=Decimal("100"), orders=1),
+    ),
+    asks=(BookLevel(price=Decimal("38.50"), quantity=Decimal("200"), orders=1),),
+    event_time=datetime(2026, 1, 2, 13, 30, tzinfo=UTC),
+)
+BOOK_UPDATE = BookUpdate(
+    symbol="PETR4",
+    sequence=2,
+    bids=(BookLevel(price=Decimal("38.49"), quantity=Decimal("100"), orders=1),),
+    asks=(BookLevel(price=Decimal("38.50"), quantity=Decimal("0"), orders=0),),
+    best_bid=BookLevel(price=Decimal("38.49"), quantity=Decimal("100"), orders=1),
+    best_ask=None,
+    top_changed=True,
+    event_time=datetime(2026, 1, 2, 13, 30, 0, 250000, tzinfo=UTC),
 )
 QUOTE = Quote(
     venue="BRAPI",
@@ -588,6 +609,8 @@ EXAMPLES: list[Message] = [
     TRADE,
     BEST_BID_ASK,
     QUOTE,
+    BOOK_SNAPSHOT,
+    BOOK_UPDATE,
     BAR_CLOSED,
     ACCOUNT_OPENED,
     CASH_DEPOSITED,

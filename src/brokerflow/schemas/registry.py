@@ -36,6 +36,7 @@ from brokerflow.schemas.accounts import (
 )
 from brokerflow.schemas.alerts import AlertCancelled, AlertCreated
 from brokerflow.schemas.base import Message
+from brokerflow.schemas.book import BookSnapshot, BookUpdate
 from brokerflow.schemas.deadletter import DeadLetter
 from brokerflow.schemas.ledger import (
     AccountOpened,
@@ -94,6 +95,9 @@ MESSAGE_CLASSES: Final[tuple[type[Message], ...]] = (
     Trade,
     BestBidAsk,
     Quote,
+    # the exchange's book
+    BookSnapshot,
+    BookUpdate,
     # stats
     BarClosed,
     # ledger

@@ -15,8 +15,11 @@ from brokerflow.matching.marketdata import (
     DepthFeed,
     LevelChange,
     apply_changes,
+    book_json,
     diff_levels,
 )
+from brokerflow.schemas import decode
+from brokerflow.schemas.book import BookSnapshot, BookUpdate
 
 from .support import SYMBOL, cancel, limit, run, tapes
 
@@ -52,7 +55,8 @@ def test_first_message_is_a_snapshot_then_updates_with_l1_only_when_the_top_move
 
     run(engine, limit("b2", "BUY", 1, 97))  # a second bid level: depth changes, top does not
     [deeper] = feed.update(SYMBOL, engine.depth(2))
-    assert (deeper.snapshot, deeper.sequence, deeper.top) == (False, 2, None)
+    assert (deeper.snapshot, deeper.sequence, deeper.top_changed) == (False, 2, False)
+    assert deeper.top == first.top
     assert deeper.changes == (LevelChange(True, D("0.97"), D("1"), 1),)
 
     run(engine, limit("b3", "BUY", 1, 96))  # third level: outside the top 2, nothing to say
@@ -62,6 +66,7 @@ def test_first_message_is_a_snapshot_then_updates_with_l1_only_when_the_top_move
     run(engine, limit("x1", "SELL", 2, 99))  # trades 2 of b1: the best bid shrinks
     [traded] = feed.update(SYMBOL, engine.depth(2))
     assert traded.sequence == 3
+    assert traded.top_changed
     assert traded.top == TopOfBook(level("0.99", "3"), level("1.01", "4"))
     assert traded.changes == (LevelChange(True, D("0.99"), D("3"), 1),)
 
@@ -71,7 +76,7 @@ def test_first_message_is_a_snapshot_then_updates_with_l1_only_when_the_top_move
         LevelChange(True, D("0.99"), D("0"), 0),
         LevelChange(True, D("0.96"), D("1"), 1),
     )
-    assert gone.top is not None
+    assert gone.top_changed
     assert gone.top.bid == level("0.97", "1")
 
 
@@ -120,4 +125,44 @@ def test_a_subscriber_applying_the_feed_holds_the_books_top_n(
                 copy = apply_changes(copy, message.changes, levels)
         assert copy == engine.depth(levels)
         top = engine.best_bid_ask()
+        if messages:
+            assert messages[-1].top == top
+            wire = [decode(book_json(m, "2026-06-25T13:30:00.000000Z")) for m in messages]
+            assert [w.sequence for w in wire] == [m.sequence for m in messages]
+            assert [type(w) for w in wire] == [
+                BookSnapshot if m.snapshot else BookUpdate for m in messages
+            ]
         assert (copy.bids[0] if copy.bids else None, copy.asks[0] if copy.asks else None) == top
+
+
+def test_the_wire_form_is_the_schemas() -> None:
+    engine = MatchingEngine(SYMBOL, SymbolRules())
+    feed = DepthFeed(levels=2)
+    run(engine, limit("b1", "BUY", 5, 99), limit("s1", "SELL", 4, 101))
+    [snapshot] = feed.update(SYMBOL, engine.depth(2))
+    run(engine, cancel("s1"))
+    [update] = feed.update(SYMBOL, engine.depth(2))
+    when = "2026-06-25T13:30:00.000000Z"
+    assert decode(book_json(snapshot, when)).to_wire() == {
+        "type": "BookSnapshot",
+        "schemaVersion": 1,
+        "venue": "BROKERFLOW",
+        "symbol": SYMBOL,
+        "sequence": 1,
+        "bids": [{"price": "0.99", "quantity": "5", "orders": 1}],
+        "asks": [{"price": "1.01", "quantity": "4", "orders": 1}],
+        "eventTime": when,
+    }
+    assert decode(book_json(update, when)).to_wire() == {
+        "type": "BookUpdate",
+        "schemaVersion": 1,
+        "venue": "BROKERFLOW",
+        "symbol": SYMBOL,
+        "sequence": 2,
+        "bids": [],
+        "asks": [{"price": "1.01", "quantity": "0", "orders": 0}],
+        "bestBid": {"price": "0.99", "quantity": "5", "orders": 1},
+        "bestAsk": None,
+        "topChanged": True,
+        "eventTime": when,
+    }

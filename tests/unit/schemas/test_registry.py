@@ -81,6 +81,8 @@ def test_registry_holds_exactly_these_type_version_pairs() -> None:
             "Trade",
             "BestBidAsk",
             "Quote",
+            "BookSnapshot",
+            "BookUpdate",
             "BarClosed",
             "AccountOpened",
             "CashDeposited",
