@@ -101,9 +101,11 @@ from brokerflow.exchange.state import (
 )
 from brokerflow.matching import Exchange, MatchingEngine, SymbolRules, event_account_id
 from brokerflow.matching.events import TRADE_EXECUTED
+from brokerflow.matching.marketdata import DepthFeed, book_json
 from brokerflow.matching.wire import to_json
 from brokerflow.metrics import EXCHANGE_EVENTS
 from brokerflow.schemas import CloseSession, Message, decode
+from brokerflow.schemas.base import format_utc
 from brokerflow.tables.exchange import (
     engine_state_by_symbol,
     orders_by_key,
@@ -125,6 +127,8 @@ topics = catalog(settings)
 _COMMANDS_TOPIC = topics.order_commands.name
 _EVENTS_TOPIC = topics.order_events.name
 _TRADES_TOPIC = topics.trade_executions.name
+_BOOK_TOPIC = topics.exchange_book.name
+_BOOK_LEVELS = settings.exchange_book_levels
 #: Order events of orders with an account, re-keyed by account: the broker's settlement input.
 _REPORTS_TOPIC = topics.execution_reports.name if settings.broker_execution_reports else None
 _COMMANDS = frozenset(
@@ -157,9 +161,15 @@ class _Books(ExactlyOnceAgent):
         self.engines: dict[str, MatchingEngine] = {}
         self.closed_sessions: dict[str, date | None] = {}
         self.execution_reports = 0
+        #: The exchange's market data (``exchange-book-v1``); None when it publishes none.
+        self.book = (
+            DepthFeed(_BOOK_LEVELS, settings.exchange_book_snapshot_every) if _BOOK_LEVELS else None
+        )
 
     def drop_state(self) -> None:
         self.engines, self.closed_sessions = {}, {}
+        if self.book is not None:
+            self.book.forget()
         references.clear()
 
     def load_partition(
@@ -172,6 +182,19 @@ class _Books(ExactlyOnceAgent):
         ).items():
             self.engines[symbol] = engine
             self.closed_sessions[symbol] = closed
+        if self.book is not None:
+            # The view last published is the restored book's: one goes out after every change.
+            for key, value in states:
+                if key.startswith(b"#"):
+                    continue
+                record = SymbolRecord.from_bytes(value)
+                symbol = key.decode()
+                self.book.restore(
+                    symbol,
+                    self.engines[symbol].depth(_BOOK_LEVELS),
+                    record.book_sequence,
+                    record.book_since_snapshot,
+                )
         market = references.restore_partition(
             partition, snapshots[reference_forwarding].values.items(), now
         )
@@ -244,11 +267,23 @@ async def apply_command(record: InputRecord, message: Message, writes: TableWrit
         books.closed_sessions[symbol] = closes_session
     for order_id, order in engine.changes:
         writes.set(record, orders_by_key, order_key(symbol, order_id), encode_order_record(order))
+    book_messages = (
+        [] if books.book is None else books.book.update(symbol, engine.depth(_BOOK_LEVELS))
+    )
+    book_sequence, book_since_snapshot = (0, 0) if books.book is None else books.book.state(symbol)
     state = SymbolRecord(
-        engine.state(), books.closed_sessions.get(symbol), next_offset=record.offset + 1
+        engine.state(),
+        books.closed_sessions.get(symbol),
+        next_offset=record.offset + 1,
+        book_sequence=book_sequence,
+        book_since_snapshot=book_since_snapshot,
     )
     writes.set(record, engine_state_by_symbol, symbol.encode(), state.to_bytes())
     key = symbol.encode()
+    if book_messages:
+        when = format_utc(message.__dict__["event_time"])
+        for book_message in book_messages:
+            await send_in_transaction(record, _BOOK_TOPIC, key, book_json(book_message, when))
     for engine_event in events:
         EXCHANGE_EVENTS.labels(type=engine_event[0]).inc()
         payload = to_json(engine_event).encode()

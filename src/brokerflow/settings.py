@@ -297,6 +297,19 @@ class Settings(BaseSettings):
         description="An exchange input partition with nothing delivered for this long is "
         "checked against the broker for records the worker's consumer dropped at a rebalance",
     )
+    exchange_book_levels: int = Field(
+        10,
+        ge=0,
+        le=100,
+        description="Price levels per side the exchange publishes on exchange-book-v1 after "
+        "every change of its top N (0: publish no book)",
+    )
+    exchange_book_snapshot_every: int = Field(
+        100,
+        ge=1,
+        description="A BookSnapshot of a symbol after this many BookUpdates of it (and as its "
+        "first message), so a consumer that missed one recovers",
+    )
     exchange_reference_min_interval_s: float = Field(
         1.0,
         ge=0,

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from brokerflow.exchange.io import TopicRecord, read_topic
-from brokerflow.exchange.state import rebuild_engines
+from brokerflow.exchange.io import TopicRecord, commands_from_tape, read_topic
+from brokerflow.exchange.state import engine_command, rebuild_engines
 from brokerflow.matching import Exchange, MatchingEngine
+from brokerflow.matching.marketdata import DepthFeed, book_wire
 from brokerflow.matching.replay import load_rules, replay
+from brokerflow.schemas.base import format_utc
 from brokerflow.settings import Settings
 from brokerflow.stack import Stack
 from brokerflow.tapes import orders as tapegen
@@ -119,6 +121,24 @@ def replayed_by_symbol(
         event = json.loads(line)
         (trades if event["type"] == "TradeExecuted" else events)[event["symbol"]].append(event)
     return dict(trades), dict(events)
+
+
+def replayed_book_by_symbol(
+    lines: Sequence[str | dict[str, Any]], rules_path: Path, levels: int = 10, every: int = 100
+) -> dict[str, list[dict[str, Any]]]:
+    """What the agent must publish on ``exchange-book-v1`` for the tape, per symbol: the same
+    wire commands through the pure core and a :class:`DepthFeed` after each one."""
+    exchange = Exchange(load_rules(str(rules_path)))
+    feed = DepthFeed(levels, every)
+    book: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for command in commands_from_tape(lines):
+        symbol = command.__dict__["symbol"]
+        engine = exchange.engine(symbol)
+        engine.process(engine_command(command, engine.rules))
+        when = format_utc(command.__dict__["event_time"])
+        for message in feed.update(symbol, engine.depth(levels)):
+            book[symbol].append(book_wire(message, when))
+    return dict(book)
 
 
 def changelog_engines(exchange: IsolatedExchange) -> dict[str, MatchingEngine]:

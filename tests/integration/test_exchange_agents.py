@@ -35,6 +35,7 @@ from .exchange_workers import (
     changelog_engines,
     isolated_exchange,
     kafka_settings,
+    replayed_book_by_symbol,
     replayed_by_symbol,
     stop,
 )
@@ -214,6 +215,11 @@ def test_generated_tape_matches_the_replay_exactly(exchange: IsolatedExchange) -
     assert trades == expected_trades
     assert events == expected_events
     assert (exchange.workdir / "data" / "slot-0.clean").exists()
+    # The exchange's market data, in the same transactions: record for record the pure feed.
+    expected_book = replayed_book_by_symbol(lines, exchange.rules_path)
+    book = by_symbol(asyncio.run(read_topic(settings, catalog(settings).exchange_book.name)))
+    assert count(expected_book) > 1000
+    assert book == expected_book
 
 
 async def commit_group_offsets_at_the_end(settings: Settings, group_id: str) -> int:
@@ -284,6 +290,9 @@ def test_kill_9_mid_tape_then_restart_loses_and_duplicates_nothing(
     assert trades == expected_trades
     assert events == expected_events
     assert changelog_books(exchange) == replayed_books(lines, exchange.rules_path)
+    # The book feed continues its sequence across the kill: nothing lost, nothing repeated.
+    book = by_symbol(asyncio.run(read_topic(settings, topics.exchange_book.name)))
+    assert book == replayed_book_by_symbol(lines, exchange.rules_path)
 
 
 def wait_for_log(exchange: IsolatedExchange, name: str, text: str, times: int, timeout_s: float):

@@ -103,6 +103,9 @@ class SymbolRecord:
     last_closed_session: date | None = None
     #: Offset of the next command in the symbol's partition, once this record is written.
     next_offset: int | None = None
+    #: The book feed's last sequence and updates since its last snapshot (exchange-book-v1).
+    book_sequence: int = 0
+    book_since_snapshot: int = 0
 
     def to_bytes(self) -> bytes:
         record: dict[str, Any] = {"engine": self.engine.to_record()}
@@ -110,16 +113,21 @@ class SymbolRecord:
             None if self.last_closed_session is None else self.last_closed_session.isoformat()
         )
         record["nextOffset"] = self.next_offset
+        if self.book_sequence:
+            record["book"] = [self.book_sequence, self.book_since_snapshot]
         return json.dumps(record, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, value: bytes) -> SymbolRecord:
         record = json.loads(value)
         closed = record.get("lastClosedSession")
+        book_sequence, book_since_snapshot = record.get("book") or (0, 0)
         return cls(
             engine=EngineState.from_record(record["engine"]),
             last_closed_session=None if closed is None else date.fromisoformat(closed),
             next_offset=record.get("nextOffset"),
+            book_sequence=book_sequence,
+            book_since_snapshot=book_since_snapshot,
         )
 
 
