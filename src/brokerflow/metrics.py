@@ -43,6 +43,8 @@ __all__ = [
     "KAFKA_PUBLISH_FAILURE",
     "KAFKA_PUBLISH_SUCCESS",
     "LEDGER_ENTRIES",
+    "NOTIFICATIONS_DELIVERED",
+    "NOTIFICATIONS_PUBLISHED",
     "ORDER_ANSWERS",
     "PROJECTOR_BATCH_SECONDS",
     "PROJECTOR_EVENTS",
@@ -59,6 +61,7 @@ __all__ = [
     "VENDOR_FETCH_SUCCESS",
     "VENDOR_RECONNECTS",
     "VENDOR_TO_KAFKA_LATENCY",
+    "WEBSOCKET_CONNECTIONS",
     "WINDOW_LATENESS",
     "WINDOW_LATE_EVENTS_DROPPED",
     "metric_value",
@@ -154,6 +157,25 @@ RECONCILER_REPUBLISHED = Counter(
     "Requests of stuck orders published again (RequestOrder for PENDING, RequestCancel for a "
     "pending cancel)",
     ["command"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_PUBLISHED = Counter(
+    "notifications_published",
+    "Order events turned into notifications on notifications-v1, by order event type; "
+    "'unknown_order' counts events of orders without an API document (not a user's)",
+    ["event"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_DELIVERED = Counter(
+    "notifications_delivered",
+    "Notifications stored and published to their user's channel ('new'), or dropped as a "
+    "repeat of one delivered already ('repeat')",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBSOCKET_CONNECTIONS = Gauge(
+    "websocket_connections",
+    "Open /ws/v1/orders connections in this API process",
     registry=REGISTRY,
 )
 RECONCILER_QUEUED = Gauge(

@@ -450,6 +450,23 @@ class Settings(BaseSettings):
         description="Consumer group of the price-alerts service (market trades, exchange trades "
         "and alert commands in; PriceAlertTriggered to notifications-v1)",
     )
+    notify_group_id: str = Field(
+        "brokerflow-notifications",
+        description="Consumer group of the notifier (execution reports in, notifications-v1 "
+        "out); its delivery stage uses this name with '-delivery' appended",
+    )
+    notify_backlog: int = Field(
+        1000,
+        ge=1,
+        description="WebSocket messages kept per user in Redis for clients resuming with "
+        "lastSequence; older ones get RESYNC_REQUIRED",
+    )
+    notify_retention_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        description="A user's delivery sequence and backlog expire this long after their last "
+        "notification",
+    )
     reconciler_orders_interval_s: float = Field(
         30.0,
         gt=0,

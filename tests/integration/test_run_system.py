@@ -106,7 +106,14 @@ def test_run_brings_the_system_up_feeds_it_now_and_leaves_nothing_behind(
     started = datetime.now(UTC)
     with output.open("wb") as out:
         process = subprocess.Popen(
-            [BROKERFLOW, "run", "--for", "40s", "--without", "api,projector,alerts,reconciler"],
+            [
+                BROKERFLOW,
+                "run",
+                "--for",
+                "40s",
+                "--without",
+                "api,projector,notifications,alerts,reconciler",
+            ],
             cwd=tmp_path,
             env=env,
             stdout=out,

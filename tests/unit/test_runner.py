@@ -129,6 +129,7 @@ def test_only_and_without_select_in_start_order() -> None:
         "stats",
         "api",
         "projector",
+        "notifications",
         "alerts",
         "reconciler",
     ]

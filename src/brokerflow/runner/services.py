@@ -63,7 +63,16 @@ class ServiceSpec:
 
 
 #: Start order; ``brokerflow run`` stops them in reverse.
-SERVICE_NAMES = ("exchange", "ingest", "stats", "api", "projector", "alerts", "reconciler")
+SERVICE_NAMES = (
+    "exchange",
+    "ingest",
+    "stats",
+    "api",
+    "projector",
+    "notifications",
+    "alerts",
+    "reconciler",
+)
 
 
 #: Loopback only: an HTTP(S)_PROXY in the environment must not see our health checks.
@@ -193,6 +202,15 @@ def system_services(
             url=f"http://{host}:{metrics['projector']}/metrics",
             health=metrics_check("projector"),
             about="read models in MongoDB (orders, accounts, positions) and the portfolio cache",
+        ),
+        "notifications": ServiceSpec(
+            "notifications",
+            (python, "-m", "brokerflow.notifications"),
+            env=metrics_env("notifications"),
+            url=f"http://{host}:{metrics['notifications']}/metrics",
+            health=metrics_check("notifications"),
+            about="order events -> notifications-v1 -> each user's Redis channel "
+            "(WebSocket /ws/v1/orders on the API)",
         ),
         "alerts": ServiceSpec(
             "alerts",

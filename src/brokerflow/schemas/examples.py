@@ -544,6 +544,8 @@ ORDER_UPDATE_NOTIFICATION = OrderUpdateNotification(
     leaves_quantity=Decimal("60"),
     last_price=Decimal("38.10"),
     last_quantity=Decimal("40"),
+    execution_id="PETR4-T3",
+    event="OrderPartiallyFilled",
     event_time=datetime(2026, 1, 2, 13, 30, 2, tzinfo=UTC),
 )
 PRICE_ALERT_TRIGGERED = PriceAlertTriggered(

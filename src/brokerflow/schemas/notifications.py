@@ -86,6 +86,10 @@ class OrderUpdateNotification(_NotificationBase):
     last_quantity: PositiveDecimal | None = None
     #: The machine-readable reason of a rejection or cancellation.
     reason: str | None = None
+    #: The trade of the fill that caused this update (its ``tradeId``), when one did.
+    execution_id: Id | None = None
+    #: The order event this update reports (``OrderPartiallyFilled``...).
+    event: str | None = Field(default=None, max_length=64)
 
     @model_validator(mode="after")
     def _last_fill_is_whole(self) -> OrderUpdateNotification:

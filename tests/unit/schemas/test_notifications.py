@@ -38,6 +38,8 @@ def test_order_update_notification_wire_form() -> None:
         "lastPrice": "38.10",
         "lastQuantity": "40",
         "reason": None,
+        "executionId": "PETR4-T3",
+        "event": "OrderPartiallyFilled",
         "eventTime": "2026-01-02T13:30:02.000000Z",
     }
 

@@ -1,0 +1,132 @@
+"""Order events -> the notification a user gets, and the socket message it becomes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from brokerflow.notifications.core import (
+    SEQUENCE_PLACEHOLDER,
+    OrderOwner,
+    order_update,
+    socket_payload,
+)
+from brokerflow.schemas.examples import example_of
+from brokerflow.schemas.orders import (
+    OrderCancelled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderSubmitted,
+    Side,
+)
+
+T = datetime(2026, 6, 25, 13, 30, tzinfo=UTC)
+ANA = OrderOwner("u-ana", "acc-ana", Side.BUY)
+
+
+def test_a_fill_carries_its_own_last_quantity_price_and_execution() -> None:
+    event = OrderPartiallyFilled(
+        order_id="o-1",
+        account_id="acc-ana",
+        symbol="PETR4",
+        sequence=7,
+        trade_id="PETR4-T3",
+        last_price=Decimal("38.50"),
+        last_quantity=Decimal("100"),
+        filled_quantity=Decimal("100"),
+        leaves_quantity=Decimal("200"),
+        event_time=T,
+    )
+    note = order_update(event, ANA)
+    assert note is not None
+    assert (note.notification_id, note.user_id, note.status.value) == (
+        "o-1:7",
+        "u-ana",
+        "PARTIALLY_FILLED",
+    )
+    assert (note.last_quantity, note.last_price, note.execution_id) == (
+        Decimal("100"),
+        Decimal("38.50"),
+        "PETR4-T3",
+    )
+    assert note.message == "BUY 100 PETR4 at 38.50: 100 filled, 200 open"
+    sent = json.loads(socket_payload(note).replace(SEQUENCE_PLACEHOLDER, '"sequence":12'))
+    assert {
+        k: sent[k]
+        for k in (
+            "type",
+            "sequence",
+            "orderId",
+            "status",
+            "filledQty",
+            "leavesQty",
+            "lastPrice",
+            "lastQty",
+            "executionId",
+            "eventTime",
+        )
+    } == {
+        "type": "ORDER_UPDATE",
+        "sequence": 12,
+        "orderId": "o-1",
+        "status": "PARTIALLY_FILLED",
+        "filledQty": "100",
+        "leavesQty": "200",
+        "lastPrice": "38.50",
+        "lastQty": "100",
+        "executionId": "PETR4-T3",
+        "eventTime": "2026-06-25T13:30:00.000000Z",
+    }
+
+
+def test_a_cancel_that_lost_its_race_keeps_the_orders_status() -> None:
+    lost = OrderRejected(
+        order_id="o-1",
+        account_id="acc-ana",
+        symbol="PETR4",
+        sequence=9,
+        reason="UNKNOWN_ORDER",
+        detail="CancelOrder: o-1 is not open",
+        filled_quantity=Decimal("300"),
+        leaves_quantity=Decimal("0"),
+        event_time=T,
+    )
+    note = order_update(lost, ANA)
+    assert note is not None
+    assert (note.status.value, note.reason) == ("FILLED", "CANCEL_REJECTED: UNKNOWN_ORDER")
+    refused = order_update(
+        lost.model_copy(
+            update={
+                "detail": "PlaceOrder: tick",
+                "reason": "TICK_SIZE",
+                "filled_quantity": Decimal(0),
+            }
+        ),
+        ANA,
+    )
+    assert refused is not None
+    assert (refused.status.value, refused.reason) == ("REJECTED", "TICK_SIZE")
+
+
+def test_a_user_cancel_says_so_and_submissions_are_not_notified() -> None:
+    cancelled = OrderCancelled(
+        order_id="o-1",
+        account_id="acc-ana",
+        symbol="PETR4",
+        sequence=4,
+        reason="USER",
+        cancelled_quantity=Decimal("100"),
+        filled_quantity=Decimal("0"),
+        leaves_quantity=Decimal("0"),
+        event_time=T,
+    )
+    note = order_update(cancelled, ANA)
+    assert note is not None
+    assert (note.status.value, note.reason, note.message) == (
+        "CANCELLED",
+        "USER",
+        "Your BUY order for PETR4 is cancelled",
+    )
+    submitted = example_of(OrderSubmitted)
+    assert order_update(submitted, ANA) is None
