@@ -111,6 +111,31 @@ def _projections_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from brokerflow.projections.audit import audit_lines, order_log_history
+
+    at = None
+    if args.at is not None:
+        try:
+            at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        except ValueError:
+            print(
+                f"--at {args.at!r}: not an ISO 8601 time (2026-06-25T10:32:47.123Z)",
+                file=sys.stderr,
+            )
+            return 2
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    entries = asyncio.run(order_log_history(settings, args.order_id, args.symbol))
+    if not entries:
+        print(f"no event of order {args.order_id} on the order events topic", file=sys.stderr)
+        return 1
+    for line in audit_lines(args.order_id, entries, at, as_json=args.json):
+        print(line)
+    return 0
+
+
 def _match_command(settings: Settings, args: argparse.Namespace) -> int:
     from brokerflow.matching.replay import main as replay_main
 
@@ -158,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     projections.add_argument("action", choices=["rebuild"])
     projections.set_defaults(handler=_projections_command)
+
+    audit = sub.add_parser(
+        "audit", help="an order's history and its state at an instant, from the event log"
+    )
+    audit.add_argument("order_id", metavar="ORDER_ID")
+    audit.add_argument("--at", help="the state at this instant (ISO 8601, UTC if no offset)")
+    audit.add_argument("--symbol", help="read only this symbol's records (faster)")
+    audit.add_argument("--json", action="store_true", help="JSON instead of lines")
+    audit.set_defaults(handler=_audit_command)
 
     match = sub.add_parser(
         "match", help="replay an order-command JSONL tape through the matching core", add_help=False

@@ -135,7 +135,18 @@ async def test_rebuild_repairs_damaged_read_models_and_keeps_the_old_ones(
     wanted = expected()
     wanted["orders"]["o9"] = o9
     assert await snapshot(mongo_db) == wanted
-    assert sorted(report.swapped) == ["accounts", "orders", "positions", "projection_fill_fees"]
+    assert sorted(report.swapped) == [
+        "accounts",
+        "order_events",
+        "orders",
+        "positions",
+        "projection_fill_fees",
+    ]
+    # Each order's history came back with it, one entry per state change, after its request.
+    history = await mongo_db["order_events"].find({}).to_list()
+    assert history
+    assert {entry["orderId"] for entry in history} <= set(wanted["orders"])
+    assert all(entry["_id"] == f"{entry['orderId']}:{entry['sequence']}" for entry in history)
     assert await mongo_db[f"accounts_before_{report.stamp}"].find_one({"_id": "a1"}) == damaged_a1
     assert (report.orders_created, report.orders_copied) == (5, 1)
     assert (report.commands, report.events, report.caught_up_events) == (7, RECORDS, 0)

@@ -14,7 +14,7 @@ from typing import Literal
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from brokerflow.api import account, alerts, assets, orders, users, ws
+from brokerflow.api import account, alerts, assets, orders, queries, users, ws
 from brokerflow.api.context import ApiContext
 from brokerflow.api.deps import Context, RateLimitHeaders
 from brokerflow.api.errors import error_responses, install_error_handlers
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(RequestMetrics)
-    for module in (users, account, assets, orders, alerts, ws):
+    for module in (users, account, assets, queries, orders, alerts, ws):
         app.include_router(module.router)
 
     @app.get(

@@ -392,6 +392,40 @@ class OrderView(ResponseBody):
     reject_message: str | None = None
 
 
+class Pagination(ResponseBody):
+    total: int = Field(description="Orders matching the filters")
+    page: int
+    page_size: int
+
+
+class OrderList(ResponseBody):
+    orders: list[OrderView] = Field(description="Newest first")
+    pagination: Pagination
+
+
+class OrderChange(ResponseBody):
+    """One state change of an order: what happened and the order's state right after it."""
+
+    sequence: int | None = Field(
+        description="The exchange's per-symbol sequence of the event; null for the request "
+        "itself and for a refusal by the broker"
+    )
+    type: str = Field(description="OrderRequested, OrderAccepted, OrderPartiallyFilled, ...")
+    event_time: Timestamp
+    status: OrderStatus
+    filled_quantity: Amount
+    leaves_quantity: Amount
+    last_price: Amount | None = None
+    last_quantity: Amount | None = None
+    execution_id: str | None = None
+    reason: str | None = None
+
+
+class OrderHistory(ResponseBody):
+    order_id: str
+    changes: list[OrderChange] = Field(description="In the order they happened")
+
+
 # --- price alerts --------------------------------------------------------------------------
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from pymongo.errors import DuplicateKeyError
 
@@ -61,6 +61,7 @@ __all__ = [
     "answer_from_document",
     "new_order_document",
     "order_view",
+    "owned_order",
     "resolve_idempotency_key",
     "router",
 ]
@@ -354,7 +355,7 @@ def _check(ctx: ApiContext, request: RequestOrder) -> None:
 # --- reading, cancelling, amending ---------------------------------------------------------
 
 
-async def _owned(ctx: ApiContext, who: Principal, order_id: str) -> Mapping[str, Any]:
+async def owned_order(ctx: ApiContext, who: Principal, order_id: str) -> Mapping[str, Any]:
     """The caller's order; 404 for an unknown id and for another user's order alike."""
     found = None
     if 0 < len(order_id) <= _MAX_ID:
@@ -369,12 +370,25 @@ async def _owned(ctx: ApiContext, who: Principal, order_id: str) -> Mapping[str,
 @router.get(
     "/orders/{orderId}",
     response_model=OrderView,
-    responses=error_responses(401, 404, 429, 503),
-    summary="An order with its fills",
+    responses=error_responses(401, 404, 422, 429, 503),
+    summary="An order with its fills (or as it was at an instant)",
 )
-async def get_order(orderId: str, ctx: Context, who: Caller) -> OrderView:  # noqa: N803
-    """Served from the orders projection; an order just placed shows at least as PENDING."""
-    return order_view(await _owned(ctx, who, orderId))
+async def get_order(
+    orderId: str,  # noqa: N803
+    ctx: Context,
+    who: Caller,
+    at: Annotated[
+        datetime | None,
+        Query(description="The order as it was at this instant (ISO 8601), from its events"),
+    ] = None,
+) -> OrderView:
+    """Served from the orders projection; an order just placed shows at least as PENDING.
+    With ``at``: its state then, exact to the event (seed 002's audit question)."""
+    if at is not None:
+        from brokerflow.api.queries import order_at  # queries builds on this module
+
+        return await order_at(ctx, who, orderId, at)
+    return order_view(await owned_order(ctx, who, orderId))
 
 
 def _still_open(document: Mapping[str, Any]) -> None:
@@ -421,7 +435,7 @@ _CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def cancel_order(orderId: str, ctx: Context, who: Caller) -> Any:  # noqa: N803
     """The hold is released when the exchange confirms. A cancel that loses the race with a
     fill is answered by a CancelRequestRejected event, never silently dropped."""
-    document = await _owned(ctx, who, orderId)
+    document = await owned_order(ctx, who, orderId)
     _still_open(document)
     request = RequestCancel(
         request_id=str(uuid.uuid4()),
@@ -456,7 +470,7 @@ async def cancel_order(orderId: str, ctx: Context, who: Caller) -> Any:  # noqa:
 async def amend_order(orderId: str, body: AmendRequest, ctx: Context, who: Caller) -> Any:  # noqa: N803
     """Quantity down keeps time priority; a new price or more quantity re-queues. The hold
     follows the change."""
-    document = await _owned(ctx, who, orderId)
+    document = await owned_order(ctx, who, orderId)
     _still_open(document)
     instrument = ctx.rules.instruments.get(str(document.get("symbol")))
     if body.price is not None and document.get("type") == OrderType.MARKET.value:

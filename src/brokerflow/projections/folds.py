@@ -101,7 +101,9 @@ POSITIONS = "positions"
 #: The projector's own: fees of a fill settled before the exchange's fill event was projected.
 FILL_FEES = "projection_fill_fees"
 #: Every collection the projector writes: what ``brokerflow projections rebuild`` swaps.
-PROJECTION_COLLECTIONS = (ORDERS, ACCOUNTS, POSITIONS, FILL_FEES)
+#: Each order's state after every event (:mod:`.history`).
+ORDER_HISTORY = "order_events"
+PROJECTION_COLLECTIONS = (ORDERS, ACCOUNTS, POSITIONS, FILL_FEES, ORDER_HISTORY)
 
 #: ``averagePrice`` of an order: sum(price x quantity) / filled, rounded half-even to this.
 AVERAGE_PRICE_PLACES = 8

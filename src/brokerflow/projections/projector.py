@@ -51,6 +51,7 @@ from brokerflow.projections.folds import (
     FILL_FEES,
     LEDGER_EVENTS,
     ORDER_EVENTS,
+    ORDER_HISTORY,
     ORDERS,
     POSITIONS,
     Document,
@@ -64,6 +65,7 @@ from brokerflow.projections.folds import (
     order_event_is_duplicate,
     position_id,
 )
+from brokerflow.projections.history import history_entries
 from brokerflow.projections.store import (
     ReadModelStore,
     Update,
@@ -351,6 +353,16 @@ class Projector:
                     for e in stashed
                 ],
             )
+        # The history first: its entries are folded from the documents as read, so they must be
+        # written before the documents move on (a replay then finds them and adds nothing).
+        history = [
+            entry
+            for order_id, events in order_inputs.items()
+            if order_id in orders
+            for entry in history_entries(orders[order_id], events)
+        ]
+        if history:
+            await self.store.insert_new(ORDER_HISTORY, history)
         await self._write_orders(batch, fees)
         await self._attach_late_fees(batch, stashed, fees)
         if new_positions:

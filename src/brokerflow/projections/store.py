@@ -33,7 +33,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.errors import BrokerflowError
-from brokerflow.projections.folds import ORDERS, POSITIONS, Document
+from brokerflow.projections.folds import ORDER_HISTORY, ORDERS, POSITIONS, Document
 
 __all__ = [
     "INDEXES",
@@ -57,6 +57,7 @@ _DUPLICATE_KEY = 11000
 #: positions by account (the portfolio).
 INDEXES: dict[str, tuple[str, list[tuple[str, int]]]] = {
     ORDERS: ("orders_by_account_created", [("accountId", ASCENDING), ("createdAt", DESCENDING)]),
+    ORDER_HISTORY: ("order_events_by_order", [("orderId", ASCENDING), ("sequence", ASCENDING)]),
     POSITIONS: ("positions_by_account", [("accountId", ASCENDING)]),
 }
 
@@ -182,6 +183,23 @@ class ReadModelStore:
             async for document in cursor:
                 found[document["_id"]] = document
         return found
+
+    async def insert_new(self, collection: str, documents: Sequence[Document]) -> int:
+        """Insert what is not there yet (by ``_id``), unordered; return how many were new. A
+        raw insert, not an upsert: FerretDB 1.24 drops empty arrays from ``$setOnInsert``."""
+        inserted = 0
+        for first in range(0, len(documents), MAX_UPDATES_PER_COMMAND):
+            chunk = list(documents[first : first + MAX_UPDATES_PER_COMMAND])
+            answer: Mapping[str, Any] = await self.db.command(
+                {"insert": self.prefix + collection, "documents": chunk, "ordered": False}
+            )
+            inserted += int(answer.get("n", 0))
+            for error in answer.get("writeErrors") or []:
+                if error.get("code") != _DUPLICATE_KEY:
+                    raise ProjectionWriteError(
+                        f"MongoDB refused an insert into {collection} ({error.get('errmsg')})"
+                    )
+        return inserted
 
     async def update(self, collection: str, statements: Sequence[Update]) -> UpdateResult:
         """Run ``statements`` unordered, at most 50 per command; upserts that hit a newer

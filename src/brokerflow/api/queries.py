@@ -1,0 +1,151 @@
+"""Order queries: the list with filters and pages, each order's history, its state at an instant.
+
+Served from the read models (:mod:`brokerflow.projections`): ``orders`` for the list, and
+``order_events`` (:mod:`brokerflow.projections.history`: the order's state after every event)
+for the history and ``?at=``. A user sees only their own orders; anything else is a 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from brokerflow.api.account import to_decimal
+from brokerflow.api.context import ORDERS, ApiContext
+from brokerflow.api.deps import Caller, Context
+from brokerflow.api.errors import ApiError, error_responses
+from brokerflow.api.models import OrderChange, OrderHistory, OrderList, OrderView, Pagination
+from brokerflow.api.orders import order_view, owned_order
+from brokerflow.api.security import Principal
+from brokerflow.projections.folds import ORDER_HISTORY
+from brokerflow.projections.history import initial_entry, refusal_entry, state_at
+from brokerflow.schemas.base import format_utc
+from brokerflow.schemas.orders import OrderStatus, Side
+
+__all__ = ["order_history_entries", "router"]
+
+router = APIRouter(prefix="/api/v1", tags=["orders"])
+
+MAX_PAGE_SIZE = 200
+
+
+def _bound(value: date | datetime | None, *, end: bool) -> str | None:
+    """A filter bound as the stored text: a date means its whole day (UTC)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    else:
+        moment = datetime.combine(value, time(), UTC) + (timedelta(days=1) if end else timedelta())
+    return format_utc(moment)
+
+
+@router.get(
+    "/orders",
+    response_model=OrderList,
+    responses=error_responses(401, 422, 429, 503),
+    summary="Your orders, newest first, filtered and paged",
+)
+async def list_orders(
+    ctx: Context,
+    who: Caller,
+    status: Annotated[OrderStatus | None, Query(description="Only orders in this status")] = None,
+    symbol: Annotated[str | None, Query(max_length=32)] = None,
+    side: Side | None = None,
+    from_: Annotated[
+        date | datetime | None,
+        Query(alias="from", description="Placed at or after (a date: from its start, UTC)"),
+    ] = None,
+    to: Annotated[
+        date | datetime | None,
+        Query(description="Placed before (a date: up to its end, UTC)"),
+    ] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = 50,
+) -> OrderList:
+    query: dict[str, Any] = {"accountId": who.account_id}
+    if status is not None:
+        query["status"] = status.value
+    if symbol:
+        query["symbol"] = symbol.upper()
+    if side is not None:
+        query["side"] = side.value
+    created: dict[str, str] = {}
+    if (start := _bound(from_, end=False)) is not None:
+        created["$gte"] = start
+    if (stop := _bound(to, end=True)) is not None:
+        created["$lt"] = stop
+    if created:
+        query["createdAt"] = created
+    orders = ctx.db[ORDERS]
+    total = await ctx.mongo_op(orders.count_documents(query))
+    cursor = (
+        orders.find(query)
+        .sort([("createdAt", -1), ("_id", -1)])
+        .skip((page - 1) * page_size)
+        .limit(page_size)
+    )
+    documents = await ctx.mongo_op(cursor.to_list())
+    return OrderList(
+        orders=[order_view(document) for document in documents],
+        pagination=Pagination(total=total, page=page, page_size=page_size),
+    )
+
+
+async def order_history_entries(
+    ctx: ApiContext, who: Principal, order_id: str
+) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]]:
+    """The caller's order and its history, oldest first (the request itself first)."""
+    document = await owned_order(ctx, who, order_id)
+    cursor = ctx.db[ORDER_HISTORY].find({"orderId": document["_id"]}).sort("sequence", 1)
+    events = await ctx.mongo_op(cursor.to_list())
+    entries = [initial_entry(document, events[0] if events else None), *events]
+    refused = refusal_entry(document)
+    if refused is not None:
+        entries.append(refused)
+    return document, entries
+
+
+def _change(entry: Mapping[str, Any]) -> OrderChange:
+    state = entry.get("state") or {}
+    return OrderChange(
+        sequence=entry.get("sequence"),
+        type=str(entry.get("type")),
+        event_time=datetime.fromisoformat(str(entry["eventTime"]).replace("Z", "+00:00")),
+        status=state.get("status") or OrderStatus.PENDING.value,
+        filled_quantity=to_decimal(state.get("filledQuantity")),
+        leaves_quantity=to_decimal(state.get("leavesQuantity")),
+        last_price=to_decimal(entry.get("lastPrice"), None),
+        last_quantity=to_decimal(entry.get("lastQuantity"), None),
+        execution_id=entry.get("executionId"),
+        reason=entry.get("reason"),
+    )
+
+
+@router.get(
+    "/orders/{orderId}/history",
+    response_model=OrderHistory,
+    responses=error_responses(401, 404, 429, 503),
+    summary="Every state change of an order, in order",
+)
+async def order_history(orderId: str, ctx: Context, who: Caller) -> OrderHistory:  # noqa: N803
+    document, entries = await order_history_entries(ctx, who, orderId)
+    return OrderHistory(order_id=str(document["_id"]), changes=[_change(e) for e in entries])
+
+
+async def order_at(ctx: ApiContext, who: Principal, order_id: str, at: datetime) -> OrderView:
+    """The order as it was at ``at``, exact to the event (one at that very instant included)."""
+    instant = at if at.tzinfo else at.replace(tzinfo=UTC)
+    document, entries = await order_history_entries(ctx, who, order_id)
+    state = state_at(entries, instant)
+    if state is None:
+        raise ApiError(
+            404,
+            "ORDER_NOT_YET_PLACED",
+            f"order {order_id} was placed at {document.get('createdAt')}, after "
+            f"{format_utc(instant)}",
+        )
+    return order_view({"_id": document["_id"], **state})
