@@ -188,6 +188,41 @@ async def test_list_history_state_at_and_audit(
             after = (await at(times[3] + timedelta(hours=1))).json()
             assert (after["status"], after["averagePrice"]) == ("FILLED", "38.00000000")
 
+            # The fills, each with its fees once settled (0.03 % of the notional), newest first.
+            async def fees_settled() -> bool:
+                trades = (await get(client, ana, "/api/v1/trades"))["trades"]
+                return len(trades) == 2 and all(t["fees"] is not None for t in trades)
+
+            await eventually("Ana's fills with fees", fees_settled)
+            trades = await get(client, ana, "/api/v1/trades")
+            assert [
+                (t["orderId"], t["side"], t["quantity"], t["price"], t["fees"])
+                for t in trades["trades"]
+            ] == [
+                (bought, "BUY", "200", "38.00", "2.28"),
+                (bought, "BUY", "100", "38.00", "1.14"),
+            ]
+            assert trades["pagination"]["total"] == 2
+            assert {t["executionId"] for t in trades["trades"]} == {
+                c["executionId"] for c in changes if c["executionId"]
+            }
+            assert (await get(client, ana, "/api/v1/trades?symbol=VALE3"))["trades"] == []
+            assert len((await get(client, bruno, "/api/v1/trades"))["trades"]) == 2
+
+            # The ledger, newest first: gap-free sequences down to the account's opening.
+            feed = await get(client, ana, "/api/v1/account/activities?pageSize=200")
+            entries = feed["activities"]
+            assert [e["sequence"] for e in entries] == list(range(len(entries) - 1, -1, -1))
+            assert feed["pagination"]["total"] == len(entries)
+            assert entries[-1]["type"] == "AccountOpened"
+            assert [e["amount"] for e in entries if e["type"] == "CashDeposited"] == ["20000.00"]
+            assert sorted(e["fees"] for e in entries if e["type"] == "FillSettled") == [
+                "1.14",
+                "2.28",
+            ]
+            deposits = await get(client, ana, "/api/v1/account/activities?type=CashDeposited")
+            assert [e["type"] for e in deposits["activities"]] == ["CashDeposited"]
+
             # Another user's order: 404 everywhere, as an unknown one.
             for path in (
                 f"/api/v1/orders/{bought}",

@@ -426,6 +426,32 @@ class OrderHistory(ResponseBody):
     changes: list[OrderChange] = Field(description="In the order they happened")
 
 
+class TradeView(ResponseBody):
+    """One fill of one of your orders."""
+
+    execution_id: str
+    order_id: str
+    symbol: str
+    side: Side
+    price: Amount
+    quantity: Amount
+    fees: Amount | None = Field(description="Null until the fill is settled in the ledger")
+    time: Timestamp
+
+
+class TradeList(ResponseBody):
+    trades: list[TradeView] = Field(description="Newest first")
+    pagination: Pagination
+
+
+class ActivityList(ResponseBody):
+    activities: list[dict[str, Any]] = Field(
+        description="Ledger entries (deposits, holds, fills, fees, settlements...), newest "
+        "first, as on ledger-events-v1"
+    )
+    pagination: Pagination
+
+
 # --- price alerts --------------------------------------------------------------------------
 
 

@@ -17,10 +17,19 @@ from brokerflow.api.account import to_decimal
 from brokerflow.api.context import ORDERS, ApiContext
 from brokerflow.api.deps import Caller, Context
 from brokerflow.api.errors import ApiError, error_responses
-from brokerflow.api.models import OrderChange, OrderHistory, OrderList, OrderView, Pagination
+from brokerflow.api.models import (
+    ActivityList,
+    OrderChange,
+    OrderHistory,
+    OrderList,
+    OrderView,
+    Pagination,
+    TradeList,
+    TradeView,
+)
 from brokerflow.api.orders import order_view, owned_order
 from brokerflow.api.security import Principal
-from brokerflow.projections.folds import ORDER_HISTORY
+from brokerflow.projections.folds import ACTIVITIES, ORDER_HISTORY
 from brokerflow.projections.history import initial_entry, refusal_entry, state_at
 from brokerflow.schemas.base import format_utc
 from brokerflow.schemas.orders import OrderStatus, Side
@@ -73,13 +82,7 @@ async def list_orders(
         query["symbol"] = symbol.upper()
     if side is not None:
         query["side"] = side.value
-    created: dict[str, str] = {}
-    if (start := _bound(from_, end=False)) is not None:
-        created["$gte"] = start
-    if (stop := _bound(to, end=True)) is not None:
-        created["$lt"] = stop
-    if created:
-        query["createdAt"] = created
+    query.update(_time_range("createdAt", from_, to))
     orders = ctx.db[ORDERS]
     total = await ctx.mongo_op(orders.count_documents(query))
     cursor = (
@@ -149,3 +152,103 @@ async def order_at(ctx: ApiContext, who: Principal, order_id: str, at: datetime)
             f"{format_utc(instant)}",
         )
     return order_view({"_id": document["_id"], **state})
+
+
+PageNumber = Annotated[int, Query(ge=1, le=100_000)]
+PageSize = Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)]
+
+
+def _time_range(
+    field: str, start: date | datetime | None, end: date | datetime | None
+) -> dict[str, Any]:
+    bounds: dict[str, str] = {}
+    if (low := _bound(start, end=False)) is not None:
+        bounds["$gte"] = low
+    if (high := _bound(end, end=True)) is not None:
+        bounds["$lt"] = high
+    return {field: bounds} if bounds else {}
+
+
+@router.get(
+    "/trades",
+    response_model=TradeList,
+    responses=error_responses(401, 422, 429, 503),
+    summary="Your fills, newest first",
+)
+async def list_trades(
+    ctx: Context,
+    who: Caller,
+    symbol: Annotated[str | None, Query(max_length=32)] = None,
+    from_: Annotated[date | datetime | None, Query(alias="from")] = None,
+    to: date | datetime | None = None,
+    page: PageNumber = 1,
+    page_size: PageSize = 50,
+) -> TradeList:
+    query: dict[str, Any] = {"accountId": who.account_id, "executionId": {"$ne": None}}
+    if symbol:
+        query["state.symbol"] = symbol.upper()
+    query.update(_time_range("eventTime", from_, to))
+    history = ctx.db[ORDER_HISTORY]
+    total = await ctx.mongo_op(history.count_documents(query))
+    cursor = (
+        history.find(query)
+        .sort([("eventTime", -1), ("_id", -1)])
+        .skip((page - 1) * page_size)
+        .limit(page_size)
+    )
+    entries = await ctx.mongo_op(cursor.to_list())
+    # Fees come with the ledger's settlement, onto the order's fill.
+    orders = ctx.db[ORDERS].find({"_id": {"$in": sorted({e["orderId"] for e in entries})}})
+    fees = {
+        (document["_id"], fill.get("executionId")): fill.get("fees")
+        for document in await ctx.mongo_op(orders.to_list())
+        for fill in document.get("fills") or []
+    }
+    trades = [
+        TradeView(
+            execution_id=entry["executionId"],
+            order_id=entry["orderId"],
+            symbol=entry["state"]["symbol"],
+            side=entry["state"]["side"],
+            price=to_decimal(entry["lastPrice"]),
+            quantity=to_decimal(entry["lastQuantity"]),
+            fees=to_decimal(fees.get((entry["orderId"], entry["executionId"])), None),
+            time=datetime.fromisoformat(str(entry["eventTime"]).replace("Z", "+00:00")),
+        )
+        for entry in entries
+    ]
+    return TradeList(
+        trades=trades, pagination=Pagination(total=total, page=page, page_size=page_size)
+    )
+
+
+@router.get(
+    "/account/activities",
+    response_model=ActivityList,
+    responses=error_responses(401, 422, 429, 503),
+    summary="Your account's ledger entries, newest first",
+)
+async def list_activities(
+    ctx: Context,
+    who: Caller,
+    kind: Annotated[
+        str | None, Query(alias="type", max_length=64, description="CashDeposited, ...")
+    ] = None,
+    page: PageNumber = 1,
+    page_size: PageSize = 50,
+) -> ActivityList:
+    query: dict[str, Any] = {"accountId": who.account_id}
+    if kind:
+        query["type"] = kind
+    activities = ctx.db[ACTIVITIES]
+    total = await ctx.mongo_op(activities.count_documents(query))
+    cursor = (
+        activities.find(query, {"_id": 0})
+        .sort("sequence", -1)
+        .skip((page - 1) * page_size)
+        .limit(page_size)
+    )
+    documents = await ctx.mongo_op(cursor.to_list())
+    return ActivityList(
+        activities=documents, pagination=Pagination(total=total, page=page, page_size=page_size)
+    )

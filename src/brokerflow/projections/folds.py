@@ -69,18 +69,21 @@ from brokerflow.schemas.orders import (
 
 __all__ = [
     "ACCOUNTS",
+    "ACTIVITIES",
     "AVERAGE_PRICE_PLACES",
     "FILL_FEES",
     "LEDGER_EVENTS",
     "LOST_COMMAND_REASONS",
     "ORDERS",
     "ORDER_EVENTS",
+    "ORDER_HISTORY",
     "POSITIONS",
     "PROJECTION_COLLECTIONS",
     "Document",
     "GapBuffer",
     "LedgerStep",
     "Sequenced",
+    "activity_document",
     "attach_fees",
     "fill_key",
     "fold_account",
@@ -103,7 +106,16 @@ FILL_FEES = "projection_fill_fees"
 #: Every collection the projector writes: what ``brokerflow projections rebuild`` swaps.
 #: Each order's state after every event (:mod:`.history`).
 ORDER_HISTORY = "order_events"
-PROJECTION_COLLECTIONS = (ORDERS, ACCOUNTS, POSITIONS, FILL_FEES, ORDER_HISTORY)
+#: Every ledger entry of every account, as on the wire plus ``_id`` = its ``entryId``: the
+#: activity feed (``GET /api/v1/account/activities``).
+ACTIVITIES = "activities"
+PROJECTION_COLLECTIONS = (ORDERS, ACCOUNTS, POSITIONS, FILL_FEES, ORDER_HISTORY, ACTIVITIES)
+
+
+def activity_document(entry: Message) -> Document:
+    """A ledger entry as the activity feed stores it."""
+    return {"_id": entry.__dict__["entry_id"], **entry.to_wire()}
+
 
 #: ``averagePrice`` of an order: sum(price x quantity) / filled, rounded half-even to this.
 AVERAGE_PRICE_PLACES = 8

@@ -48,6 +48,7 @@ from brokerflow.metrics import PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJEC
 from brokerflow.projections.cache import PortfolioCache
 from brokerflow.projections.folds import (
     ACCOUNTS,
+    ACTIVITIES,
     FILL_FEES,
     LEDGER_EVENTS,
     ORDER_EVENTS,
@@ -56,6 +57,7 @@ from brokerflow.projections.folds import (
     POSITIONS,
     Document,
     GapBuffer,
+    activity_document,
     attach_fees,
     fill_key,
     fold_account,
@@ -369,6 +371,9 @@ class Projector:
             await self.store.update(
                 POSITIONS, [sequenced_upsert(doc) for doc in new_positions.values()]
             )
+        applied = [activity_document(e) for events in ready.values() for e in events]
+        if applied:  # before the accounts, whose sequence says these entries are applied
+            await self.store.insert_new(ACTIVITIES, applied)
         if new_accounts:
             await self.store.update(
                 ACCOUNTS, [sequenced_upsert(doc) for doc in new_accounts.values()]

@@ -33,7 +33,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.errors import BrokerflowError
-from brokerflow.projections.folds import ORDER_HISTORY, ORDERS, POSITIONS, Document
+from brokerflow.projections.folds import ACTIVITIES, ORDER_HISTORY, ORDERS, POSITIONS, Document
 
 __all__ = [
     "INDEXES",
@@ -59,6 +59,7 @@ INDEXES: dict[str, tuple[str, list[tuple[str, int]]]] = {
     ORDERS: ("orders_by_account_created", [("accountId", ASCENDING), ("createdAt", DESCENDING)]),
     ORDER_HISTORY: ("order_events_by_order", [("orderId", ASCENDING), ("sequence", ASCENDING)]),
     POSITIONS: ("positions_by_account", [("accountId", ASCENDING)]),
+    ACTIVITIES: ("activities_by_account", [("accountId", ASCENDING), ("sequence", DESCENDING)]),
 }
 
 #: One statement of an ``update`` command: ``{"q": filter, "u": update, "upsert": bool}``.
