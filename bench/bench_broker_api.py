@@ -198,6 +198,26 @@ async def drop_namespace(settings: Settings, database: str, redis_prefix: str) -
         await redis.aclose()
 
 
+def system_env(settings: Settings, unique: str, workdir: Path, port: int) -> dict[str, str]:
+    """``brokerflow run``'s environment for a namespace of its own on the shared stack."""
+    return {
+        **os.environ,
+        "STACK_DIR": str(workdir / "stack"),
+        "TOPIC_PREFIX": f"bench{unique}-",
+        "EXCHANGE_APP_ID": f"bench-broker-{unique}",
+        "MONGO_DATABASE": f"bench_{unique}",
+        "STATS_REDIS_PREFIX": f"bench{unique}:",
+        "API_REDIS_PREFIX": f"bench{unique}:api:",
+        "PROJECTIONS_GROUP_ID": f"bench-projections-{unique}",
+        "NOTIFY_GROUP_ID": f"bench-notify-{unique}",
+        "API_PORT": str(port),
+        "API_RATE_LIMIT": "100000/second",
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "REDIS_URL": settings.redis_url,
+        "MONGO_URL": settings.mongo_url,
+    }
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
@@ -222,21 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     unique = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="bench-broker-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "STACK_DIR": str(workdir / "stack"),
-        "TOPIC_PREFIX": f"bench{unique}-",
-        "EXCHANGE_APP_ID": f"bench-broker-{unique}",
-        "MONGO_DATABASE": f"bench_{unique}",
-        "STATS_REDIS_PREFIX": f"bench{unique}:",
-        "API_REDIS_PREFIX": f"bench{unique}:api:",
-        "PROJECTIONS_GROUP_ID": f"bench-projections-{unique}",
-        "API_PORT": str(port),
-        "API_RATE_LIMIT": "100000/second",
-        "KAFKA_BOOTSTRAP_SERVERS": base_settings.kafka_bootstrap_servers,
-        "REDIS_URL": base_settings.redis_url,
-        "MONGO_URL": base_settings.mongo_url,
-    }
+    env = system_env(base_settings, unique, workdir, port)
     if args.commit_interval is not None:
         env["EXCHANGE_COMMIT_INTERVAL_S"] = str(args.commit_interval)
     log = open(workdir / "run.log", "wb")  # noqa: SIM115
