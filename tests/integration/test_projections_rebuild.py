@@ -137,6 +137,7 @@ async def test_rebuild_repairs_damaged_read_models_and_keeps_the_old_ones(
     assert await snapshot(mongo_db) == wanted
     assert sorted(report.swapped) == [
         "accounts",
+        "activities",
         "order_events",
         "orders",
         "positions",
@@ -147,6 +148,10 @@ async def test_rebuild_repairs_damaged_read_models_and_keeps_the_old_ones(
     assert history
     assert {entry["orderId"] for entry in history} <= set(wanted["orders"])
     assert all(entry["_id"] == f"{entry['orderId']}:{entry['sequence']}" for entry in history)
+    # And every account's ledger, gap-free from its opening up to the account's own sequence.
+    for account in wanted["accounts"].values():
+        ledger = await mongo_db["activities"].find({"accountId": account["_id"]}).to_list()
+        assert sorted(e["sequence"] for e in ledger) == list(range(account["sequence"] + 1))
     assert await mongo_db[f"accounts_before_{report.stamp}"].find_one({"_id": "a1"}) == damaged_a1
     assert (report.orders_created, report.orders_copied) == (5, 1)
     assert (report.commands, report.events, report.caught_up_events) == (7, RECORDS, 0)
