@@ -44,7 +44,10 @@ __all__ = [
     "KAFKA_PUBLISH_SUCCESS",
     "LEDGER_ENTRIES",
     "NOTIFICATIONS_DELIVERED",
+    "NOTIFICATIONS_GIVEN_UP",
     "NOTIFICATIONS_PUBLISHED",
+    "NOTIFICATIONS_PUSHED",
+    "NOTIFICATIONS_RETRIED",
     "ORDER_ANSWERS",
     "PROJECTOR_BATCH_SECONDS",
     "PROJECTOR_EVENTS",
@@ -171,6 +174,26 @@ NOTIFICATIONS_DELIVERED = Counter(
     "Notifications stored and published to their user's channel ('new'), or dropped as a "
     "repeat of one delivered already ('repeat')",
     ["outcome"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_PUSHED = Counter(
+    "notifications_pushed",
+    "Pushes to users with no open WebSocket, by channel and outcome ('sent', 'refused'), "
+    "first tries and retries alike",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_RETRIED = Counter(
+    "notifications_push_retries",
+    "Retries of refused pushes by the retry job, by outcome ('sent', 'refused')",
+    ["outcome"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_GIVEN_UP = Counter(
+    "notifications_given_up",
+    "Notifications the push channel never took (retries used up, or a refusal no retry mends), "
+    "sent to dead-letters-v1; by the channel's last reason",
+    ["reason"],
     registry=REGISTRY,
 )
 WEBSOCKET_CONNECTIONS = Gauge(

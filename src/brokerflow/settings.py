@@ -467,6 +467,17 @@ class Settings(BaseSettings):
         description="A user's delivery sequence and backlog expire this long after their last "
         "notification",
     )
+    notify_push: Literal["log", "fake", "none"] = Field(
+        "log",
+        description="The push channel (FCM/APNs stand-in) for users with no open WebSocket: "
+        "'log' writes each push to the log, 'fake' is a device inbox in Redis that can be "
+        "made to fail (see the README), 'none' pushes nothing",
+    )
+    notify_retry_backoff_s: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [1.0, 2.0, 4.0, 8.0],
+        description="Waits before each retry of a refused push (seed 002: 1,2,4,8); after the "
+        "last one the notification goes to dead-letters-v1",
+    )
     reconciler_orders_interval_s: float = Field(
         30.0,
         gt=0,
@@ -516,6 +527,20 @@ class Settings(BaseSettings):
     @classmethod
     def _symbols(cls, value: object) -> object:
         return _split_symbols(value)
+
+    @field_validator("notify_retry_backoff_s", mode="before")
+    @classmethod
+    def _backoff(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [float(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("notify_retry_backoff_s")
+    @classmethod
+    def _backoff_is_positive(cls, value: list[float]) -> list[float]:
+        if any(wait <= 0 for wait in value):
+            raise ValueError("every wait must be a positive number of seconds, e.g. 1,2,4,8")
+        return value
 
     @field_validator("stats_windows", mode="before")
     @classmethod
@@ -572,7 +597,7 @@ def render_env_example() -> str:
         env_name = name.upper()
         default = field.get_default(call_default_factory=True)
         if isinstance(default, list):
-            default = ",".join(default)
+            default = ",".join(f"{item:g}" if isinstance(item, float) else item for item in default)
         elif isinstance(default, bool):
             default = str(default).lower()
         lines.append(f"# {field.description}")

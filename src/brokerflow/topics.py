@@ -71,6 +71,7 @@ class TopicCatalog:
     account_events: TopicSpec
     execution_reports: TopicSpec
     notifications: TopicSpec
+    notifications_undelivered: TopicSpec
     dead_letters: TopicSpec
     alert_commands: TopicSpec
 
@@ -264,6 +265,16 @@ def catalog(settings: Settings) -> TopicCatalog:
             value_types=("OrderUpdate", "PriceAlertTriggered"),
             retention_ms=7 * DAY_MS,
             description="User notifications (order updates, price alerts), keyed by user",
+        ),
+        notifications_undelivered=spec(
+            "notifications_undelivered",
+            "notifications-dlq-v1",
+            partitions=n,
+            key="userId",
+            value_types=("NotificationUndelivered",),
+            retention_ms=7 * DAY_MS,
+            description="Notifications the push channel refused, each with its reason, waiting "
+            "for the retry job (1, 2, 4, 8 s); what it gives up on goes to dead-letters-v1",
         ),
         dead_letters=spec(
             "dead_letters",

@@ -14,6 +14,7 @@ delivery sequence, filled in by the store when the notification is delivered.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "NOTIFYING_EVENTS",
     "SEQUENCE_PLACEHOLDER",
     "OrderOwner",
+    "next_retry_wait",
     "order_update",
     "socket_payload",
 ]
@@ -168,3 +170,11 @@ def socket_payload(notification: OrderUpdateNotification | PriceAlertTriggered) 
     text = json.dumps(body, separators=(",", ":"))
     assert text.count(SEQUENCE_PLACEHOLDER) == 1
     return text
+
+
+def next_retry_wait(attempts: int, backoff: Sequence[float]) -> float | None:
+    """Seconds until the next push after ``attempts`` refused tries (the first try is the
+    delivery's own), or ``None``: the retries are used up and the notification is given up."""
+    if attempts < 1:
+        raise ValueError("a notification is retried only after a refused try")
+    return backoff[attempts - 1] if attempts <= len(backoff) else None

@@ -11,7 +11,13 @@ once; the ids make repeats harmless):
 * **delivery** (``NOTIFY_GROUP_ID-delivery``): ``notifications-v1`` (order updates and the
   alerts service's ``PriceAlertTriggered``) -> :class:`~.store.NotificationStore`: a per-user
   sequence, a backlog, and ``PUBLISH user:{userId}``, which every WebSocket gateway
-  (``/ws/v1/orders`` in the API) subscribed for that user forwards.
+  (``/ws/v1/orders`` in the API) subscribed for that user forwards. When no gateway received
+  it (the user has no open socket), the notification goes to the push channel
+  (:mod:`~.push`); a refusal goes to ``notifications-dlq-v1`` with its reason.
+* **retry** (``NOTIFY_GROUP_ID-retry``): ``notifications-dlq-v1`` -> the push channel again at
+  each notification's ``retryAt``, backing off ``NOTIFY_RETRY_BACKOFF_S`` (1, 2, 4, 8 s); what
+  is still refused after the last wait, or refused for good (no device), goes to
+  ``dead-letters-v1`` with the reason and is counted in ``notifications_given_up_total``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -32,17 +40,35 @@ from redis.exceptions import RedisError
 
 from brokerflow.errors import SchemaError
 from brokerflow.kafka_io import KafkaUnavailableError, consumer, producer, publish
-from brokerflow.metrics import NOTIFICATIONS_DELIVERED, NOTIFICATIONS_PUBLISHED
-from brokerflow.notifications.core import OrderOwner, order_update, socket_payload
+from brokerflow.metrics import (
+    DEAD_LETTERS,
+    NOTIFICATIONS_DELIVERED,
+    NOTIFICATIONS_GIVEN_UP,
+    NOTIFICATIONS_PUBLISHED,
+    NOTIFICATIONS_PUSHED,
+    NOTIFICATIONS_RETRIED,
+)
+from brokerflow.notifications.core import (
+    OrderOwner,
+    next_retry_wait,
+    order_update,
+    socket_payload,
+)
+from brokerflow.notifications.push import PushChannel, PushRefusedError, push_channel
 from brokerflow.notifications.store import NotificationStore
 from brokerflow.projections.folds import ORDERS
-from brokerflow.schemas import decode
-from brokerflow.schemas.notifications import OrderUpdateNotification, PriceAlertTriggered
+from brokerflow.schemas import DeadLetter, decode
+from brokerflow.schemas.notifications import (
+    NotificationChannel,
+    NotificationUndelivered,
+    OrderUpdateNotification,
+    PriceAlertTriggered,
+)
 from brokerflow.schemas.orders import Side
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, ensure_topics
 
-__all__ = ["Owners", "run_notifications"]
+__all__ = ["Owners", "Pusher", "run_notifications"]
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +133,97 @@ async def _notify_batch(
     return len(out)
 
 
-async def _deliver_batch(records: list[ConsumerRecord], store: NotificationStore) -> int:
+class Pusher:
+    """The push channel with its retry queue and its dead letters."""
+
+    def __init__(
+        self,
+        channel: PushChannel,
+        writer: Any,
+        retry_topic: str,
+        dead_letter_topic: str,
+        backoff: Sequence[float],
+    ) -> None:
+        self.channel = channel
+        self.writer = writer
+        self.retry_topic = retry_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.backoff = tuple(backoff)
+
+    async def first_try(self, user_id: str, notification_id: str, message: str) -> bool:
+        """Push a notification no socket received; a refusal is queued for retry."""
+        try:
+            await self.channel.send(user_id, notification_id, message)
+        except PushRefusedError as refused:
+            NOTIFICATIONS_PUSHED.labels(channel=self.channel.name, outcome="refused").inc()
+            await self._after_refusal(user_id, notification_id, message, 1, refused)
+            return False
+        NOTIFICATIONS_PUSHED.labels(channel=self.channel.name, outcome="sent").inc()
+        return True
+
+    async def retry(self, undelivered: NotificationUndelivered) -> bool:
+        """Push it again; a refusal is queued once more or given up."""
+        try:
+            await self.channel.send(
+                undelivered.user_id, undelivered.notification_id, undelivered.payload
+            )
+        except PushRefusedError as refused:
+            NOTIFICATIONS_PUSHED.labels(channel=self.channel.name, outcome="refused").inc()
+            NOTIFICATIONS_RETRIED.labels(outcome="refused").inc()
+            await self._after_refusal(
+                undelivered.user_id,
+                undelivered.notification_id,
+                undelivered.payload,
+                undelivered.attempts + 1,
+                refused,
+            )
+            return False
+        NOTIFICATIONS_PUSHED.labels(channel=self.channel.name, outcome="sent").inc()
+        NOTIFICATIONS_RETRIED.labels(outcome="sent").inc()
+        return True
+
+    async def _after_refusal(
+        self,
+        user_id: str,
+        notification_id: str,
+        message: str,
+        attempts: int,
+        refused: PushRefusedError,
+    ) -> None:
+        now = datetime.now(UTC)
+        wait = next_retry_wait(attempts, self.backoff) if refused.retryable else None
+        if wait is not None:
+            retry = NotificationUndelivered(
+                notification_id=notification_id,
+                user_id=user_id,
+                attempts=attempts,
+                reason=refused.reason,
+                detail=refused.detail[:1000],
+                retry_at=now + timedelta(seconds=wait),
+                payload=message,
+                event_time=now,
+            )
+            await publish(self.writer, self.retry_topic, [(user_id, retry)])
+            return
+        tries = f"{attempts} tries over {sum(self.backoff[: attempts - 1]):g} s"
+        letter = DeadLetter.from_payload(
+            source=self.retry_topic,
+            reason=refused.reason,
+            detail=f"push of {notification_id} to user {user_id} given up after {tries}: "
+            f"{refused.detail}",
+            payload=message,
+            key=user_id,
+            event_time=now,
+        )
+        await publish(self.writer, self.dead_letter_topic, [(self.retry_topic, letter)])
+        NOTIFICATIONS_GIVEN_UP.labels(reason=refused.reason).inc()
+        DEAD_LETTERS.labels(source=self.retry_topic, reason=refused.reason).inc()
+        log.warning("push of %s to user %s given up: %s", notification_id, user_id, refused)
+
+
+async def _deliver_batch(
+    records: list[ConsumerRecord], store: NotificationStore, pusher: Pusher | None
+) -> int:
     delivered = 0
     for record in records:
         try:
@@ -122,12 +238,44 @@ async def _deliver_batch(records: list[ConsumerRecord], store: NotificationStore
             continue
         if not isinstance(notification, OrderUpdateNotification | PriceAlertTriggered):
             continue
-        sequence = await store.deliver(
+        done = await store.deliver(
             notification.user_id, notification.notification_id, socket_payload(notification)
         )
-        NOTIFICATIONS_DELIVERED.labels(outcome="new" if sequence > 0 else "repeat").inc()
-        delivered += sequence > 0
+        NOTIFICATIONS_DELIVERED.labels(outcome="new" if done.new else "repeat").inc()
+        delivered += done.new
+        offline = done.new and done.receivers == 0
+        if offline and pusher is not None and NotificationChannel.PUSH in notification.channels:
+            await pusher.first_try(notification.user_id, notification.notification_id, done.message)
     return delivered
+
+
+async def _retry_batch(records: list[ConsumerRecord], pusher: Pusher, stop: asyncio.Event) -> bool:
+    """Retry each at its time, earliest first; ``False`` when stopped before the end."""
+    due: list[NotificationUndelivered] = []
+    for record in records:
+        try:
+            message = decode(record.value)
+        except SchemaError as exc:
+            log.error(
+                "retry: %s[%d]@%d unreadable: %s",
+                record.topic,
+                record.partition,
+                record.offset,
+                exc,
+            )
+            continue
+        if isinstance(message, NotificationUndelivered):
+            due.append(message)
+    for undelivered in sorted(due, key=lambda u: u.retry_at):
+        wait = (undelivered.retry_at - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+                return False
+            except TimeoutError:
+                pass
+        await pusher.retry(undelivered)
+    return True
 
 
 async def _stage(name: str, reader: Any, apply: Any, stop: asyncio.Event) -> None:
@@ -140,7 +288,8 @@ async def _stage(name: str, reader: Any, apply: Any, stop: asyncio.Event) -> Non
         delay = 0.5
         while True:
             try:
-                await apply(records)
+                if await apply(records) is False:  # stopped half-way: re-read next time
+                    return
                 break
             except (PyMongoError, RedisError, OSError, KafkaUnavailableError, KafkaError) as exc:
                 log.warning("%s: batch not applied (%s); retrying in %.1f s", name, exc, delay)
@@ -163,7 +312,15 @@ async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
     """Both stages until ``stop`` is set."""
     topics = catalog(settings)
     try:
-        await ensure_topics(settings, [topics.execution_reports, topics.notifications])
+        await ensure_topics(
+            settings,
+            [
+                topics.execution_reports,
+                topics.notifications,
+                topics.notifications_undelivered,
+                topics.dead_letters,
+            ],
+        )
     except (KafkaError, OSError, TimeoutError) as exc:
         raise KafkaUnavailableError(settings.kafka_bootstrap_servers, exc) from exc
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -182,13 +339,30 @@ async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
             consumer(
                 settings, topics.notifications.name, group_id=f"{settings.notify_group_id}-delivery"
             ) as notifications,
+            consumer(
+                settings,
+                topics.notifications_undelivered.name,
+                group_id=f"{settings.notify_group_id}-retry",
+            ) as undelivered,
             producer(settings, enable_idempotence=True, acks="all", linger_ms=0) as writer,
         ):
+            channel = push_channel(settings.notify_push, redis, settings.api_redis_prefix)
+            pusher = Pusher(
+                channel,
+                writer,
+                topics.notifications_undelivered.name,
+                topics.dead_letters.name,
+                settings.notify_retry_backoff_s,
+            )
             log.info(
-                "notifications: %s -> %s -> Redis %suser:{userId} (groups %s, %s-delivery)",
+                "notifications: %s -> %s -> Redis %suser:{userId}, or push (%s) -> %s "
+                "(groups %s, %s-delivery, %s-retry)",
                 topics.execution_reports.name,
                 topics.notifications.name,
                 settings.api_redis_prefix,
+                channel.name,
+                topics.notifications_undelivered.name,
+                settings.notify_group_id,
                 settings.notify_group_id,
                 settings.notify_group_id,
             )
@@ -197,11 +371,15 @@ async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
                 await _notify_batch(records, owners, writer, topics.notifications.name)
 
             async def deliver(records: list[ConsumerRecord]) -> None:
-                await _deliver_batch(records, store)
+                await _deliver_batch(records, store, None if channel.name == "none" else pusher)
+
+            async def retry(records: list[ConsumerRecord]) -> bool:
+                return await _retry_batch(records, pusher, stop)
 
             await asyncio.gather(
                 _stage("notifier", reports, notify, stop),
                 _stage("delivery", notifications, deliver, stop),
+                _stage("retry", undelivered, retry, stop),
             )
     finally:
         await redis.aclose()

@@ -25,14 +25,15 @@ from redis.asyncio import Redis
 
 from brokerflow.notifications.core import SEQUENCE_PLACEHOLDER
 
-__all__ = ["Backlog", "NotificationStore"]
+__all__ = ["Backlog", "Delivered", "NotificationStore"]
 
 #: KEYS: seq, ids, log, channel. ARGV: notification id, message, backlog size, ttl seconds.
-#: Returns the sequence, negative when the id was delivered before (nothing changed).
+#: Returns {sequence, subscribers that received it}; the sequence is negative when the id was
+#: delivered before (nothing changed, nothing published).
 _DELIVER = """
 local known = redis.call('HGET', KEYS[2], ARGV[1])
 if known then
-  return -tonumber(known)
+  return {-tonumber(known), 0}
 end
 local seq = redis.call('INCR', KEYS[1])
 local message = string.gsub(ARGV[2], '"sequence":%-1', '"sequence":' .. seq, 1)
@@ -42,9 +43,25 @@ redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[3]) + 1))
 for i = 1, 3 do
   redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4]))
 end
-redis.call('PUBLISH', KEYS[4], message)
-return seq
+local receivers = redis.call('PUBLISH', KEYS[4], message)
+return {seq, receivers}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What delivering one notification did."""
+
+    #: The user's sequence for it; negative when it was a repeat (nothing published).
+    sequence: int
+    #: Gateway subscriptions that received it: 0 means the user has no open socket anywhere.
+    receivers: int
+    #: The message as sent, its sequence filled in (a repeat keeps the placeholder).
+    message: str
+
+    @property
+    def new(self) -> bool:
+        return self.sequence > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +93,16 @@ class NotificationStore:
             self.channel(user_id),
         ]
 
-    async def deliver(self, user_id: str, notification_id: str, message: str) -> int:
-        """The user's sequence for this notification; negative for a repeat (not published)."""
+    async def deliver(self, user_id: str, notification_id: str, message: str) -> Delivered:
+        """Give the notification the user's next sequence, keep it and publish it, once."""
         if message.count(SEQUENCE_PLACEHOLDER) != 1:
             raise ValueError("a message needs exactly one sequence placeholder")
         args = [notification_id, message, self.backlog, self.ttl_s]
-        return int(await self._deliver(keys=self._keys(user_id), args=args))
+        sequence, receivers = await self._deliver(keys=self._keys(user_id), args=args)
+        sequence, receivers = int(sequence), int(receivers)
+        if sequence > 0:
+            message = message.replace(SEQUENCE_PLACEHOLDER, f'"sequence":{sequence}', 1)
+        return Delivered(sequence, receivers, message)
 
     async def after(self, user_id: str, sequence: int) -> Backlog:
         """Every retained message with a sequence above ``sequence``."""

@@ -21,7 +21,8 @@ ledger                 AccountOpened, CashDeposited, CashWithdrawn, CustodyTrans
 accounts               OpenAccount, DepositCash, WithdrawCash, TransferCustody, RequestOrder,
                        RequestCancel, RequestAmend, SettleDue (requests); RequestAccepted,
                        RequestRefused, CancelRequestRejected (decisions)
-notifications          OrderUpdateNotification (type ``OrderUpdate``), PriceAlertTriggered
+notifications          OrderUpdateNotification (type ``OrderUpdate``), PriceAlertTriggered,
+                       NotificationUndelivered
 alerts                 AlertCreated, AlertCancelled (price-alert commands)
 deadletter             DeadLetter
 =====================  =========================================================================
@@ -74,6 +75,7 @@ from brokerflow.schemas.notifications import (
     AlertCondition,
     Notification,
     NotificationChannel,
+    NotificationUndelivered,
     OrderUpdateNotification,
     PriceAlertTriggered,
 )
@@ -147,6 +149,7 @@ __all__ = [
     "NonNegativeDecimal",
     "Notification",
     "NotificationChannel",
+    "NotificationUndelivered",
     "OpenAccount",
     "OrderAccepted",
     "OrderAmended",

@@ -41,6 +41,7 @@ from brokerflow.schemas import (
     HoldReleaseReason,
     Message,
     NotificationChannel,
+    NotificationUndelivered,
     OpenAccount,
     OrderAccepted,
     OrderAmended,
@@ -560,6 +561,16 @@ PRICE_ALERT_TRIGGERED = PriceAlertTriggered(
     price=Decimal("38.52"),
     event_time=datetime(2026, 1, 2, 16, 45, 10, tzinfo=UTC),
 )
+NOTIFICATION_UNDELIVERED = NotificationUndelivered(
+    notification_id="ord-0001:7",
+    user_id="usr-42",
+    attempts=2,
+    reason="UNAVAILABLE",
+    detail="the push service answered 503: try again later",
+    retry_at=datetime(2026, 1, 2, 13, 30, 5, tzinfo=UTC),
+    payload='{"type":"ORDER_UPDATE","sequence":12,"orderId":"ord-0001","status":"FILLED"}',
+    event_time=datetime(2026, 1, 2, 13, 30, 3, tzinfo=UTC),
+)
 
 ALERT_CREATED = AlertCreated(
     alert_id="alr-0001",
@@ -637,6 +648,7 @@ EXAMPLES: list[Message] = [
     CANCEL_REQUEST_REJECTED,
     ORDER_UPDATE_NOTIFICATION,
     PRICE_ALERT_TRIGGERED,
+    NOTIFICATION_UNDELIVERED,
     ALERT_CREATED,
     ALERT_CANCELLED,
     DEAD_LETTER,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from brokerflow.schemas.base import (
     Message,
@@ -30,11 +30,13 @@ __all__ = [
     "AlertCondition",
     "Notification",
     "NotificationChannel",
+    "NotificationUndelivered",
     "OrderUpdateNotification",
     "PriceAlertTriggered",
 ]
 
 Id = Annotated[str, Field(min_length=1, max_length=64)]
+ReasonCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{0,63}$")]
 
 
 class NotificationChannel(StrEnum):
@@ -126,3 +128,26 @@ class PriceAlertTriggered(_NotificationBase):
 
 
 Notification = Annotated[OrderUpdateNotification | PriceAlertTriggered, Field(discriminator="type")]
+
+
+class NotificationUndelivered(Message):
+    """A notification the push channel refused, waiting for its next try (seed 002's DLQ).
+
+    The user had no open socket, so the push channel (FCM/APNs, here pluggable) was the only way
+    to reach them, and it failed. The retry job tries again at ``retry_at``, backing off 1, 2,
+    4, 8 s; ``attempts`` counts the tries made so far. ``payload`` is the WebSocket message
+    with its delivery sequence, exactly what the phone would have been sent.
+    """
+
+    type: Literal["NotificationUndelivered"] = "NotificationUndelivered"
+    notification_id: Id
+    user_id: Id
+    channel: NotificationChannel = NotificationChannel.PUSH
+    attempts: int = Field(ge=1)
+    #: The channel's answer to the last try (``UNAVAILABLE``, ``QUOTA_EXCEEDED``...).
+    reason: ReasonCode
+    detail: str = Field(min_length=1, max_length=1000)
+    retry_at: UtcDatetime
+    payload: str = Field(min_length=2)
+    #: When the last try failed.
+    event_time: UtcDatetime

@@ -51,7 +51,11 @@ from brokerflow.schemas.ledger import (
     SharesReleased,
 )
 from brokerflow.schemas.market import BestBidAsk, Quote, Trade
-from brokerflow.schemas.notifications import OrderUpdateNotification, PriceAlertTriggered
+from brokerflow.schemas.notifications import (
+    NotificationUndelivered,
+    OrderUpdateNotification,
+    PriceAlertTriggered,
+)
 from brokerflow.schemas.orders import (
     AmendOrder,
     CancelOrder,
@@ -126,6 +130,7 @@ MESSAGE_CLASSES: Final[tuple[type[Message], ...]] = (
     # notifications
     OrderUpdateNotification,
     PriceAlertTriggered,
+    NotificationUndelivered,
     # price alerts
     AlertCreated,
     AlertCancelled,

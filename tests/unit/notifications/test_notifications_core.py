@@ -6,9 +6,12 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from brokerflow.notifications.core import (
     SEQUENCE_PLACEHOLDER,
     OrderOwner,
+    next_retry_wait,
     order_update,
     socket_payload,
 )
@@ -20,6 +23,7 @@ from brokerflow.schemas.orders import (
     OrderSubmitted,
     Side,
 )
+from brokerflow.settings import Settings
 
 T = datetime(2026, 6, 25, 13, 30, tzinfo=UTC)
 ANA = OrderOwner("u-ana", "acc-ana", Side.BUY)
@@ -130,3 +134,17 @@ def test_a_user_cancel_says_so_and_submissions_are_not_notified() -> None:
     )
     submitted = example_of(OrderSubmitted)
     assert order_update(submitted, ANA) is None
+
+
+def test_a_refused_push_waits_1_2_4_8_seconds_then_is_given_up() -> None:
+    backoff = Settings().notify_retry_backoff_s
+    waits = [next_retry_wait(attempts, backoff) for attempts in range(1, 7)]
+    assert waits == [1.0, 2.0, 4.0, 8.0, None, None]
+    with pytest.raises(ValueError, match="refused try"):
+        next_retry_wait(0, backoff)
+
+
+def test_the_backoff_is_read_from_the_environment_and_must_be_positive() -> None:
+    assert Settings(NOTIFY_RETRY_BACKOFF_S="0.5, 3").notify_retry_backoff_s == [0.5, 3.0]
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        Settings(NOTIFY_RETRY_BACKOFF_S="1,0")

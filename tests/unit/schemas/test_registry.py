@@ -107,6 +107,7 @@ def test_registry_holds_exactly_these_type_version_pairs() -> None:
             "CancelRequestRejected",
             "OrderUpdate",
             "PriceAlertTriggered",
+            "NotificationUndelivered",
             "AlertCreated",
             "AlertCancelled",
             "DeadLetter",
