@@ -467,6 +467,12 @@ class Settings(BaseSettings):
         description="A user's delivery sequence and backlog expire this long after their last "
         "notification",
     )
+    notify_position_wait_ms: int = Field(
+        2000,
+        ge=0,
+        description="How long the notifier holds a fill for the accounts agent's FillSettled, "
+        "which gives its positionQty; after that (or at 0) the fill goes with positionQty null",
+    )
     notify_push: Literal["log", "fake", "none"] = Field(
         "log",
         description="The push channel (FCM/APNs stand-in) for users with no open WebSocket: "

@@ -188,6 +188,9 @@ async def test_each_user_gets_their_own_updates_in_order_and_resumes_without_gap
                 (buy, "FILLED", "200", "38.00", "300", "0"),
             ]
             assert [u["sequence"] for u in resumed.updates()] == [2, 3]
+            # Each fill with the position it left (the ledger's FillSettled of that trade).
+            assert [u["positionQty"] for u in resumed.updates()] == ["100", "300"]
+            assert ana_socket.updates()[0]["positionQty"] is None  # not a fill
             assert all(u["executionId"].startswith("PETR4-T") for u in resumed.updates())
             assert resumed.got[0] == {
                 "type": "SUBSCRIBED",
@@ -204,6 +207,8 @@ async def test_each_user_gets_their_own_updates_in_order_and_resumes_without_gap
                 (sell_2, "FILLED", "200", "38.00", "200", "0"),
             ]
             assert bruno_socket.updates() == []
+            fills = [u for u in bruno_again.updates() if u["status"] == "FILLED"]
+            assert [u["positionQty"] for u in fills] == ["200", "0"]  # of 300 moved in
 
             # The notifier stopped and started again re-reads what it had not committed: the
             # repeats are dropped, a socket sees each sequence once.

@@ -41,6 +41,7 @@ __all__ = [
     "NOTIFYING_EVENTS",
     "SEQUENCE_PLACEHOLDER",
     "OrderOwner",
+    "fill_key",
     "next_retry_wait",
     "order_update",
     "socket_payload",
@@ -71,6 +72,15 @@ class OrderOwner:
     side: Side
 
 
+def fill_key(event: Message) -> tuple[str, str] | None:
+    """``(orderId, tradeId)`` of an order event or ledger entry that reports one fill."""
+    data = event.__dict__
+    order_id, trade_id = data.get("order_id"), data.get("trade_id")
+    if order_id is None or trade_id is None:
+        return None
+    return str(order_id), str(trade_id)
+
+
 def _standing_status(filled: Decimal, leaves: Decimal) -> OrderStatus:
     """The order's status from its quantities, for an event that did not change it."""
     if leaves > 0:
@@ -78,8 +88,13 @@ def _standing_status(filled: Decimal, leaves: Decimal) -> OrderStatus:
     return OrderStatus.FILLED if filled > 0 else OrderStatus.CANCELLED
 
 
-def order_update(event: Message, owner: OrderOwner) -> OrderUpdateNotification | None:
-    """The notification for one order event, or ``None`` for an event users are not told."""
+def order_update(
+    event: Message, owner: OrderOwner, position: Decimal | None = None
+) -> OrderUpdateNotification | None:
+    """The notification for one order event, or ``None`` for an event users are not told.
+
+    ``position`` is the account's position after the fill this event reports, when known.
+    """
     if not isinstance(event, NOTIFYING_EVENTS):
         return None
     data = event.__dict__
@@ -123,6 +138,7 @@ def order_update(event: Message, owner: OrderOwner) -> OrderUpdateNotification |
         reason=reason,
         execution_id=data.get("trade_id"),
         event=event.type,
+        position_quantity=position if last_quantity is not None else None,
     )
 
 
@@ -147,7 +163,7 @@ def socket_payload(notification: OrderUpdateNotification | PriceAlertTriggered) 
             "lastPrice": _text(notification.last_price),
             "lastQty": _text(notification.last_quantity),
             "executionId": notification.execution_id,
-            "positionQty": None,
+            "positionQty": _text(notification.position_quantity),
             "reason": notification.reason,
             "event": notification.event,
             "orderSequence": notification.sequence,

@@ -5,9 +5,13 @@ once; the ids make repeats harmless):
 
 * **notifier** (``NOTIFY_GROUP_ID``): ``execution-reports-v1`` (the exchange's events of orders
   placed with an account, keyed by account) -> :func:`~.core.order_update` ->
-  ``notifications-v1`` keyed by user. Who placed an order (user, side) comes from the API's order
-  document, written before the order reached Kafka; an event of an order with none (a tape
-  published straight to the exchange) is counted as ``unknown_order`` and skipped.
+  ``notifications-v1`` keyed by user. A fill's ``positionQty`` comes from the accounts agent's
+  ``FillSettled`` of the same trade on ``ledger-events-v1`` (keyed by account too, so one
+  instance reads both halves of an account): a batch with a fill whose settlement has not been
+  read waits for it up to ``NOTIFY_POSITION_WAIT_MS``, then goes without. Who placed an order
+  (user, side) comes from the API's order document, written before the order reached Kafka;
+  an event of an order with none (a tape published straight to the exchange) is counted as
+  ``unknown_order`` and skipped.
 * **delivery** (``NOTIFY_GROUP_ID-delivery``): ``notifications-v1`` (order updates and the
   alerts service's ``PriceAlertTriggered``) -> :class:`~.store.NotificationStore`: a per-user
   sequence, a backlog, and ``PUBLISH user:{userId}``, which every WebSocket gateway
@@ -24,12 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from pymongo import AsyncMongoClient
@@ -50,6 +57,7 @@ from brokerflow.metrics import (
 )
 from brokerflow.notifications.core import (
     OrderOwner,
+    fill_key,
     next_retry_wait,
     order_update,
     socket_payload,
@@ -58,22 +66,24 @@ from brokerflow.notifications.push import PushChannel, PushRefusedError, push_ch
 from brokerflow.notifications.store import NotificationStore
 from brokerflow.projections.folds import ORDERS
 from brokerflow.schemas import DeadLetter, decode
+from brokerflow.schemas.ledger import FillSettled
 from brokerflow.schemas.notifications import (
     NotificationChannel,
     NotificationUndelivered,
     OrderUpdateNotification,
     PriceAlertTriggered,
 )
-from brokerflow.schemas.orders import Side
+from brokerflow.schemas.orders import OrderFilled, OrderPartiallyFilled, Side
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, ensure_topics
 
-__all__ = ["Owners", "Pusher", "run_notifications"]
+__all__ = ["FillPositions", "Owners", "Pusher", "run_notifications"]
 
 log = logging.getLogger(__name__)
 
 _RETRY_MAX_S = 10.0
 _OWNERS_CACHED = 100_000
+_POSITIONS_KEPT = 100_000
 
 
 class Owners:
@@ -102,35 +112,113 @@ class Owners:
         return found
 
 
-async def _notify_batch(
-    records: list[ConsumerRecord], owners: Owners, writer: Any, topic: str
-) -> int:
-    events = []
-    for record in records:
-        try:
-            events.append(decode(record.value))
-        except SchemaError as exc:  # the exchange wrote it; say so and go on
-            log.error(
-                "notifier: %s[%d]@%d unreadable: %s",
-                record.topic,
-                record.partition,
-                record.offset,
-                exc,
+class FillPositions:
+    """(orderId, tradeId) -> the account's position after that fill, from ``FillSettled``
+    records (bounded: the oldest are forgotten first)."""
+
+    def __init__(self) -> None:
+        self.known: OrderedDict[tuple[str, str], Decimal] = OrderedDict()
+
+    def learn(self, records: Sequence[ConsumerRecord]) -> None:
+        for record in records:
+            if b'"FillSettled"' not in record.value:  # most ledger entries are not fills
+                continue
+            try:
+                entry = decode(record.value)
+            except SchemaError:
+                continue  # the accounts agent's; the projector reports it
+            if isinstance(entry, FillSettled):
+                self.known[(entry.order_id, entry.trade_id)] = entry.position_quantity
+        while len(self.known) > _POSITIONS_KEPT:
+            self.known.popitem(last=False)
+
+    def of(self, key: tuple[str, str] | None) -> Decimal | None:
+        return None if key is None else self.known.get(key)
+
+
+class Notifier:
+    """Execution reports (and the ledger's fills) -> notifications-v1."""
+
+    def __init__(
+        self,
+        reader: Any,
+        writer: Any,
+        owners: Owners,
+        topics: Any,
+        wait_s: float,
+        stop: asyncio.Event,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.owners = owners
+        self.reports_topic = topics.execution_reports.name
+        self.ledger_topic = topics.ledger_events.name
+        self.out_topic = topics.notifications.name
+        self.positions = FillPositions()
+        self.wait_s = wait_s
+        self.stop = stop
+
+    async def __call__(self, records: list[ConsumerRecord]) -> int:
+        self.positions.learn([r for r in records if r.topic == self.ledger_topic])
+        events = []
+        for record in records:
+            if record.topic != self.reports_topic:
+                continue
+            try:
+                events.append(decode(record.value))
+            except SchemaError as exc:  # the exchange wrote it; say so and go on
+                log.error(
+                    "notifier: %s[%d]@%d unreadable: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    exc,
+                )
+        known = await self.owners.of(
+            {e.__dict__["order_id"] for e in events if "order_id" in e.__dict__}
+        )
+        fills = [
+            fill_key(event)
+            for event in events
+            if isinstance(event, OrderFilled | OrderPartiallyFilled) and event.order_id in known
+        ]
+        await self._await_positions({key for key in fills if key is not None})
+        out: list[tuple[str, OrderUpdateNotification]] = []
+        for event in events:
+            owner = known.get(event.__dict__.get("order_id", ""))
+            if owner is None:
+                NOTIFICATIONS_PUBLISHED.labels(event="unknown_order").inc()
+                continue
+            notification = order_update(event, owner, self.positions.of(fill_key(event)))
+            if notification is not None:
+                out.append((owner.user_id, notification))
+                NOTIFICATIONS_PUBLISHED.labels(event=event.type).inc()
+        if out:
+            await publish(self.writer, self.out_topic, out)
+        return len(out)
+
+    async def _await_positions(self, fills: set[tuple[str, str]]) -> None:
+        """Read the ledger on until every fill's settlement is in, or the wait is over."""
+        deadline = time.monotonic() + self.wait_s
+        while not self.stop.is_set():
+            missing = [key for key in fills if self.positions.of(key) is None]
+            left = deadline - time.monotonic()
+            if not missing or left <= 0:
+                if missing:
+                    log.info(
+                        "notifier: %d fill(s) go without positionQty: not settled within %.1f s",
+                        len(missing),
+                        self.wait_s,
+                    )
+                return
+            ledger = [tp for tp in self.reader.assignment() if tp.topic == self.ledger_topic]
+            if not ledger:
+                return
+            fetched = await self.reader.getmany(
+                *ledger, timeout_ms=int(min(left, 0.2) * 1000) + 1, max_records=500
             )
-    known = await owners.of({e.__dict__["order_id"] for e in events if "order_id" in e.__dict__})
-    out: list[tuple[str, OrderUpdateNotification]] = []
-    for event in events:
-        owner = known.get(event.__dict__.get("order_id", ""))
-        if owner is None:
-            NOTIFICATIONS_PUBLISHED.labels(event="unknown_order").inc()
-            continue
-        notification = order_update(event, owner)
-        if notification is not None:
-            out.append((owner.user_id, notification))
-            NOTIFICATIONS_PUBLISHED.labels(event=event.type).inc()
-    if out:
-        await publish(writer, topic, out)
-    return len(out)
+            for batch in fetched.values():
+                self.positions.learn(batch)
 
 
 class Pusher:
@@ -316,6 +404,7 @@ async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
             settings,
             [
                 topics.execution_reports,
+                topics.ledger_events,
                 topics.notifications,
                 topics.notifications_undelivered,
                 topics.dead_letters,
@@ -334,7 +423,12 @@ async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
     try:
         async with (
             consumer(
-                settings, topics.execution_reports.name, group_id=settings.notify_group_id
+                settings,
+                topics.execution_reports.name,
+                topics.ledger_events.name,
+                group_id=settings.notify_group_id,
+                # co-partitioned by account: an account's reports and ledger to one member
+                partition_assignment_strategy=(RangePartitionAssignor,),
             ) as reports,
             consumer(
                 settings, topics.notifications.name, group_id=f"{settings.notify_group_id}-delivery"
@@ -367,8 +461,9 @@ async def run_notifications(settings: Settings, stop: asyncio.Event) -> None:
                 settings.notify_group_id,
             )
 
-            async def notify(records: list[ConsumerRecord]) -> None:
-                await _notify_batch(records, owners, writer, topics.notifications.name)
+            notify = Notifier(
+                reports, writer, owners, topics, settings.notify_position_wait_ms / 1000, stop
+            )
 
             async def deliver(records: list[ConsumerRecord]) -> None:
                 await _deliver_batch(records, store, None if channel.name == "none" else pusher)

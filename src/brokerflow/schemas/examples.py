@@ -547,6 +547,7 @@ ORDER_UPDATE_NOTIFICATION = OrderUpdateNotification(
     last_quantity=Decimal("40"),
     execution_id="PETR4-T3",
     event="OrderPartiallyFilled",
+    position_quantity=Decimal("140"),
     event_time=datetime(2026, 1, 2, 13, 30, 2, tzinfo=UTC),
 )
 PRICE_ALERT_TRIGGERED = PriceAlertTriggered(

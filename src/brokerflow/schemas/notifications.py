@@ -92,6 +92,9 @@ class OrderUpdateNotification(_NotificationBase):
     execution_id: Id | None = None
     #: The order event this update reports (``OrderPartiallyFilled``...).
     event: str | None = Field(default=None, max_length=64)
+    #: The account's position in ``symbol`` after this fill (the ledger's ``FillSettled``);
+    #: null on an update that is not a fill, or when the ledger had not said in time.
+    position_quantity: NonNegativeDecimal | None = None
 
     @model_validator(mode="after")
     def _last_fill_is_whole(self) -> OrderUpdateNotification:

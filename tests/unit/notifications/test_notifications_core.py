@@ -11,13 +11,16 @@ import pytest
 from brokerflow.notifications.core import (
     SEQUENCE_PLACEHOLDER,
     OrderOwner,
+    fill_key,
     next_retry_wait,
     order_update,
     socket_payload,
 )
 from brokerflow.schemas.examples import example_of
+from brokerflow.schemas.ledger import FillSettled
 from brokerflow.schemas.orders import (
     OrderCancelled,
+    OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderSubmitted,
@@ -148,3 +151,25 @@ def test_the_backoff_is_read_from_the_environment_and_must_be_positive() -> None
     assert Settings(NOTIFY_RETRY_BACKOFF_S="0.5, 3").notify_retry_backoff_s == [0.5, 3.0]
     with pytest.raises(ValueError, match="positive number of seconds"):
         Settings(NOTIFY_RETRY_BACKOFF_S="1,0")
+
+
+def test_a_fill_says_the_position_it_left_and_other_updates_do_not() -> None:
+    fill = example_of(OrderFilled)
+    settled = example_of(FillSettled).model_copy(
+        update={"order_id": fill.order_id, "trade_id": fill.trade_id}
+    )
+    assert fill_key(fill) == fill_key(settled) == (fill.order_id, fill.trade_id)
+    note = order_update(fill, ANA, Decimal("140"))
+    assert note is not None
+    assert note.position_quantity == Decimal("140")
+    assert (
+        json.loads(socket_payload(note).replace(SEQUENCE_PLACEHOLDER, '"sequence":1'))[
+            "positionQty"
+        ]
+        == "140"
+    )
+    cancelled = example_of(OrderCancelled)
+    assert fill_key(cancelled) is None
+    quiet = order_update(cancelled, ANA, Decimal("140"))
+    assert quiet is not None
+    assert quiet.position_quantity is None

@@ -40,6 +40,7 @@ def test_order_update_notification_wire_form() -> None:
         "reason": None,
         "executionId": "PETR4-T3",
         "event": "OrderPartiallyFilled",
+        "positionQuantity": "140",
         "eventTime": "2026-01-02T13:30:02.000000Z",
     }
 
