@@ -102,6 +102,7 @@ from brokerflow.errors import SchemaError
 from brokerflow.flows._kafka import READ_COMMITTED
 from brokerflow.flows._kafka import producer_config as shared_producer_config
 from brokerflow.flows._stats_decode import FactsDecoder
+from brokerflow.matching.marketdata import market_trade
 from brokerflow.metrics import (
     DEAD_LETTERS,
     WINDOW_LATE_EVENTS_DROPPED,
@@ -113,6 +114,7 @@ from brokerflow.schemas.deadletter import DeadLetter
 from brokerflow.schemas.fastpath import fast_decode
 from brokerflow.schemas.market import BestBidAsk, Trade
 from brokerflow.schemas.stats import BarClosed, BarWindow
+from brokerflow.schemas.trades import TradeExecuted
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog
 from brokerflow.windows import (
@@ -281,6 +283,8 @@ def decode_record(
         message = decode(raw)
     except SchemaError as error:
         return DeadLetter.from_error(error, **common)
+    if isinstance(message, TradeExecuted):  # the exchange's own print, venue BROKERFLOW
+        message = market_trade(message)
     if not isinstance(message, Trade | BestBidAsk):
         return DeadLetter.from_payload(
             reason="UNEXPECTED_TYPE",
@@ -516,9 +520,12 @@ class TickSource(FixedPartitionedSource[BatchItem, dict[str, int]]):
         add_config: Mapping[str, str],
         clock: Callable[[], datetime],
         expected: Mapping[str, type[Trade] | type[BestBidAsk]],
+        optional: Iterable[str] = (),
     ) -> None:
         self.brokers, self.topics, self.tail, self.batch_size = brokers, topics, tail, batch_size
         self.add_config, self.clock, self.expected = dict(add_config), clock, expected
+        #: Topics read when they exist (the exchange's trades: no exchange, no trades).
+        self.optional = set(optional)
         self._found: dict[str, list[int]] | None = None
 
     def _partitions(self) -> dict[str, list[int]]:
@@ -530,6 +537,9 @@ class TickSource(FixedPartitionedSource[BatchItem, dict[str, int]]):
             found: dict[str, list[int]] = {}
             for topic in self.topics:
                 metadata = client.list_topics(topic, timeout=10).topics[topic]
+                if metadata.error is not None and topic in self.optional:
+                    log.warning("stats: %s does not exist; not reading it", topic)
+                    continue
                 if metadata.error is not None:
                     raise RuntimeError(f"cannot list the partitions of {topic!r}: {metadata.error}")
                 found[topic] = sorted(metadata.partitions)
@@ -932,6 +942,15 @@ def _count_dead(letter: DeadLetter) -> None:
     DEAD_LETTERS.labels(source=FLOW_NAME, reason=letter.reason).inc()
 
 
+def input_topics(settings: Settings) -> list[str]:
+    """Binance's trades and book tickers, and the exchange's trades unless turned off."""
+    topics = catalog(settings)
+    names = [topics.market_trades.name, topics.market_book_ticker.name]
+    if settings.stats_exchange_trades:
+        names.append(topics.trade_executions.name)
+    return names
+
+
 def build_flow(
     settings: Settings,
     *,
@@ -959,7 +978,8 @@ def build_flow(
             flow,
             TickSource(
                 settings.kafka_bootstrap_servers,
-                [topics.market_trades.name, topics.market_book_ticker.name],
+                input_topics(settings),
+                optional=[topics.trade_executions.name],
                 tail=not settings.stats_stop_at_end,
                 batch_size=settings.stats_kafka_batch_size,
                 add_config=consumer_config(settings),

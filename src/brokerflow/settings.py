@@ -183,6 +183,11 @@ class Settings(BaseSettings):
         description="Stop waiting for a symbol's trades or book tickers once that stream has "
         "sent nothing for this many wall-clock seconds (its bars wait that long at most)",
     )
+    stats_exchange_trades: bool = Field(
+        True,
+        description="Window the exchange's own trades (trade-executions-v1) too, as venue "
+        "BROKERFLOW: bars and the last price of the symbols traded here",
+    )
     stats_stop_at_end: bool = Field(
         False,
         description="Stop the stats flow at the end of its input partitions and close every "

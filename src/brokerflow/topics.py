@@ -134,9 +134,10 @@ def catalog(settings: Settings) -> TopicCatalog:
             "market-late-ticks-v1",
             partitions=n,
             key="symbol",
-            value_types=("Trade", "BestBidAsk"),
+            value_types=("Trade", "BestBidAsk", "TradeExecuted"),
             retention_ms=7 * DAY_MS,
-            description="Ticks that arrived after their window closed; never change a closed bar",
+            description="Ticks (and exchange trades) that arrived after their window closed; "
+            "never change a closed bar",
         ),
         order_commands=spec(
             "order_commands",

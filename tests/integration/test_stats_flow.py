@@ -35,7 +35,10 @@ from pymongo import MongoClient
 
 from brokerflow.flows.stats import clear_outputs
 from brokerflow.kafka_io import consumer, producer, publish
+from brokerflow.schemas.examples import example_of
 from brokerflow.schemas.market import BestBidAsk, Trade
+from brokerflow.schemas.orders import Side
+from brokerflow.schemas.trades import TradeExecuted
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, ensure_topics
 
@@ -543,3 +546,56 @@ async def test_the_stats_process_serves_its_metrics(isolated: Any, tmp_path: Pat
     assert samples['window_lateness_seconds_bucket{flow="stats",le="5.0"}'] == 0
     assert samples['window_lateness_seconds_bucket{flow="stats",le="10.0"}'] == 1
     assert samples['dead_letters_total{reason="SCHEMA_INVALID",source="stats"}'] == 1
+
+
+async def test_the_exchanges_own_trades_become_brokerflow_bars_and_the_last_price(
+    isolated: Any, tmp_path: Path
+) -> None:
+    """Three PETR4 trades of the matching engine in one second, one in the next: venue BROKERFLOW
+    bars beside Binance's, and PETR4's last price in the market cache (what the portfolio's
+    ``currentPrice`` reads)."""
+    settings = isolated("x")
+    await prepare(settings)
+    topics = catalog(settings)
+    await ensure_topics(settings, [topics.trade_executions])
+    t = datetime(2026, 6, 25, 13, 30, 0, 200_000, tzinfo=UTC)
+    prints = [(t, "38.00", "100", "BUY"), (t + timedelta(milliseconds=300), "38.50", "200", "BUY")]
+    prints += [(t + timedelta(milliseconds=600), "37.90", "50", "SELL")]
+    prints += [(t + timedelta(seconds=1), "38.10", "10", "SELL")]
+    trades = [
+        example_of(TradeExecuted).model_copy(
+            update={
+                "trade_id": f"PETR4-T{n}",
+                "symbol": "PETR4",
+                "sequence": n,
+                "price": Decimal(price),
+                "quantity": Decimal(quantity),
+                "aggressor_side": Side(side),
+                "event_time": when,
+            }
+        )
+        for n, (when, price, quantity, side) in enumerate(prints, start=1)
+    ]
+    async with producer(settings) as client:
+        await publish(client, topics.trade_executions.name, [("PETR4", x) for x in trades])
+    run_to_end(settings, new_recovery_dir(tmp_path, "recovery"))
+
+    docs = {d["_id"]: d for d in mongo_bars(settings)}
+    first = docs["PETR4|1s|BROKERFLOW|2026-06-25T13:30:00.000000Z"]
+    fields = ("open", "high", "low", "close", "volume", "vwap", "buyVolume", "sellVolume")
+    # vwap = (38.00*100 + 38.50*200 + 37.90*50) / 350 = 13395 / 350
+    assert {k: first[k] for k in fields} == {
+        "open": "38.00",
+        "high": "38.50",
+        "low": "37.90",
+        "close": "37.90",
+        "volume": "350",
+        "vwap": "38.27142857",
+        "buyVolume": "300",
+        "sellVolume": "50",
+    }
+    assert docs["PETR4|1s|BROKERFLOW|2026-06-25T13:30:01.000000Z"]["close"] == "38.10"
+    minute = docs["PETR4|1m|BROKERFLOW|2026-06-25T13:30:00.000000Z"]
+    assert (minute["tradeCount"], minute["volume"]) == (4, "360")
+    cache = redis_contents(settings)
+    assert cache["market:last_price"] == {"PETR4": "38.10"}

@@ -17,6 +17,9 @@ level2 channel:
   them (price or size): the L1 feed.
 
 Levels are ``(price, quantity, orders)``; prices and quantities are the book's decimals.
+
+:func:`market_trade` is the exchange's trade print in the normalized market type, venue
+``BROKERFLOW``, so the stats flow windows it next to Binance's.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from decimal import Decimal
 from typing import Any
 
 from brokerflow.matching.book import Depth, PriceLevel, TopOfBook
+from brokerflow.schemas.market import Trade
+from brokerflow.schemas.trades import TradeExecuted
 
 __all__ = [
+    "EXCHANGE_VENUE",
     "BookMessage",
     "DepthFeed",
     "LevelChange",
@@ -36,7 +42,25 @@ __all__ = [
     "book_json",
     "book_wire",
     "diff_levels",
+    "market_trade",
 ]
+
+#: The venue code of this project's exchange on the normalized market types.
+EXCHANGE_VENUE = "BROKERFLOW"
+
+
+def market_trade(executed: TradeExecuted) -> Trade:
+    """The exchange's trade as a print on its tape: received when it was made."""
+    return Trade(
+        venue=EXCHANGE_VENUE,
+        symbol=executed.symbol,
+        trade_id=executed.trade_id,
+        price=executed.price,
+        quantity=executed.quantity,
+        aggressor_side=executed.aggressor_side,
+        event_time=executed.event_time,
+        receive_time=executed.event_time,
+    )
 
 
 @dataclass(frozen=True, slots=True)

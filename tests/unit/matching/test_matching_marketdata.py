@@ -17,9 +17,12 @@ from brokerflow.matching.marketdata import (
     apply_changes,
     book_json,
     diff_levels,
+    market_trade,
 )
 from brokerflow.schemas import decode
 from brokerflow.schemas.book import BookSnapshot, BookUpdate
+from brokerflow.schemas.examples import example_of
+from brokerflow.schemas.trades import TradeExecuted
 
 from .support import SYMBOL, cancel, limit, run, tapes
 
@@ -166,3 +169,19 @@ def test_the_wire_form_is_the_schemas() -> None:
         "topChanged": True,
         "eventTime": when,
     }
+
+
+def test_an_exchange_trade_is_a_print_of_venue_brokerflow_received_when_made() -> None:
+    executed = example_of(TradeExecuted)
+    trade = market_trade(executed)
+    assert (trade.venue, trade.symbol, trade.trade_id) == (
+        "BROKERFLOW",
+        executed.symbol,
+        executed.trade_id,
+    )
+    assert (trade.price, trade.quantity, trade.aggressor_side) == (
+        executed.price,
+        executed.quantity,
+        executed.aggressor_side,
+    )
+    assert trade.event_time == trade.receive_time == executed.event_time
