@@ -59,6 +59,10 @@ Redis layout (every key behind ``STATS_REDIS_PREFIX``):
   window (the exchange's price bands read it); ``market:last_price_time``: hash symbol -> that
   bar's ``windowEnd``. Never moved back by an older bar.
 
+One venue per symbol in Redis, the symbol's market: the exchange's own bars (venue
+``BROKERFLOW``) are cached only for symbols whose venue has no trade feed here (the B3 stocks);
+a crypto pair's cache stays Binance's, and its exchange bars are in MongoDB and on the topic.
+
 Partitioning: every record we produce is keyed by symbol (dead letters by source) through
 librdkafka with ``partitioner=murmur2_random``, the Java client's and aiokafka's murmur2 hash, so
 a symbol lands on the same partition whichever client produced it (librdkafka's default,
@@ -102,7 +106,8 @@ from brokerflow.errors import SchemaError
 from brokerflow.flows._kafka import READ_COMMITTED
 from brokerflow.flows._kafka import producer_config as shared_producer_config
 from brokerflow.flows._stats_decode import FactsDecoder
-from brokerflow.matching.marketdata import market_trade
+from brokerflow.instruments import load_instruments
+from brokerflow.matching.marketdata import EXCHANGE_VENUE, market_trade
 from brokerflow.metrics import (
     DEAD_LETTERS,
     WINDOW_LATE_EVENTS_DROPPED,
@@ -786,15 +791,33 @@ def redis_keys(prefix: str, bar: BarClosed) -> tuple[str, str, str, str]:
     )
 
 
+#: Venues whose trades reach the stats flow from their own feed: their symbols' Redis cache is
+#: theirs, not the exchange's.
+TRADE_FEED_VENUES = frozenset({"BINANCE"})
+
+
 class _RedisBarPartition(StatelessSinkPartition[BarClosed]):
-    def __init__(self, url: str, prefix: str, recent: int, price_window: BarWindow) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        recent: int,
+        price_window: BarWindow,
+        elsewhere: frozenset[str] = frozenset(),
+    ) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url)
         self._script = self._client.register_script(_REDIS_WRITE_BAR)
         self._prefix, self._recent, self._price_window = prefix, recent, price_window
+        self._elsewhere = elsewhere
 
     def write_batch(self, items: list[BarClosed]) -> None:
+        items = [
+            bar
+            for bar in items
+            if not (bar.venue == EXCHANGE_VENUE and bar.symbol in self._elsewhere)
+        ]
         if not items:
             return
         pipe = self._client.pipeline(transaction=False)
@@ -828,11 +851,22 @@ class _RedisBarPartition(StatelessSinkPartition[BarClosed]):
 class RedisBarSink(DynamicSink[BarClosed]):
     """Idempotent writes of the market cache (see the module docstring for the keys)."""
 
-    def __init__(self, url: str, prefix: str, recent: int, price_window: BarWindow) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        recent: int,
+        price_window: BarWindow,
+        elsewhere: Iterable[str] = (),
+    ) -> None:
         self.url, self.prefix, self.recent, self.price_window = url, prefix, recent, price_window
+        #: Symbols priced by a venue with its own trade feed: their exchange bars are not cached.
+        self.elsewhere = frozenset(elsewhere)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisBarPartition:
-        return _RedisBarPartition(self.url, self.prefix, self.recent, self.price_window)
+        return _RedisBarPartition(
+            self.url, self.prefix, self.recent, self.price_window, self.elsewhere
+        )
 
 
 class _KafkaBarPartition(StatelessSinkPartition[BarClosed]):
@@ -1071,6 +1105,7 @@ def build_flow(
                     settings.stats_redis_prefix,
                     settings.stats_recent_bars,
                     shortest,
+                    [i.symbol for i in load_instruments(settings) if i.venue in TRADE_FEED_VENUES],
                 ),
             ]
         )

@@ -48,6 +48,7 @@ __all__ = [
     "NOTIFICATIONS_PUBLISHED",
     "NOTIFICATIONS_PUSHED",
     "NOTIFICATIONS_RETRIED",
+    "NOTIFICATIONS_WITHOUT_POSITION",
     "ORDER_ANSWERS",
     "PROJECTOR_BATCH_SECONDS",
     "PROJECTOR_EVENTS",
@@ -181,6 +182,12 @@ NOTIFICATIONS_PUSHED = Counter(
     "Pushes to users with no open WebSocket, by channel and outcome ('sent', 'refused'), "
     "first tries and retries alike",
     ["channel", "outcome"],
+    registry=REGISTRY,
+)
+NOTIFICATIONS_WITHOUT_POSITION = Counter(
+    "notifications_without_position",
+    "Fill notifications sent with positionQty null: the accounts agent had not settled the fill "
+    "by the time it was NOTIFY_POSITION_WAIT_MS old",
     registry=REGISTRY,
 )
 NOTIFICATIONS_RETRIED = Counter(

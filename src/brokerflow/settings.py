@@ -473,10 +473,11 @@ class Settings(BaseSettings):
         "notification",
     )
     notify_position_wait_ms: int = Field(
-        2000,
+        1000,
         ge=0,
-        description="How long the notifier holds a fill for the accounts agent's FillSettled, "
-        "which gives its positionQty; after that (or at 0) the fill goes with positionQty null",
+        description="How long after the exchange wrote a fill the notifier may hold it for the "
+        "accounts agent's FillSettled, which gives its positionQty; a fill already that old "
+        "(or at 0) goes at once, with positionQty null if not settled yet",
     )
     notify_push: Literal["log", "fake", "none"] = Field(
         "log",

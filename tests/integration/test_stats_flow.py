@@ -576,8 +576,13 @@ async def test_the_exchanges_own_trades_become_brokerflow_bars_and_the_last_pric
         )
         for n, (when, price, quantity, side) in enumerate(prints, start=1)
     ]
+    # A crypto pair traded here too: its bars are kept, but its cache stays Binance's.
+    btc = trades[0].model_copy(
+        update={"trade_id": "BTCUSDT-T1", "symbol": "BTCUSDT", "price": Decimal("94000")}
+    )
     async with producer(settings) as client:
         await publish(client, topics.trade_executions.name, [("PETR4", x) for x in trades])
+        await publish(client, topics.trade_executions.name, [("BTCUSDT", btc)])
     run_to_end(settings, new_recovery_dir(tmp_path, "recovery"))
 
     docs = {d["_id"]: d for d in mongo_bars(settings)}
@@ -597,5 +602,8 @@ async def test_the_exchanges_own_trades_become_brokerflow_bars_and_the_last_pric
     assert docs["PETR4|1s|BROKERFLOW|2026-06-25T13:30:01.000000Z"]["close"] == "38.10"
     minute = docs["PETR4|1m|BROKERFLOW|2026-06-25T13:30:00.000000Z"]
     assert (minute["tradeCount"], minute["volume"]) == (4, "360")
+    assert docs["BTCUSDT|1s|BROKERFLOW|2026-06-25T13:30:00.000000Z"]["close"] == "94000"
     cache = redis_contents(settings)
     assert cache["market:last_price"] == {"PETR4": "38.10"}
+    assert "bars:latest:PETR4:1s" in cache
+    assert not [key for key in cache if "BTCUSDT" in key]

@@ -8,10 +8,10 @@ once; the ids make repeats harmless):
   ``notifications-v1`` keyed by user. A fill's ``positionQty`` comes from the accounts agent's
   ``FillSettled`` of the same trade on ``ledger-events-v1`` (keyed by account too, so one
   instance reads both halves of an account): a batch with a fill whose settlement has not been
-  read waits for it up to ``NOTIFY_POSITION_WAIT_MS``, then goes without. Who placed an order
-  (user, side) comes from the API's order document, written before the order reached Kafka;
-  an event of an order with none (a tape published straight to the exchange) is counted as
-  ``unknown_order`` and skipped.
+  read waits for it until the fill is ``NOTIFY_POSITION_WAIT_MS`` old, then goes without.
+  Who placed an order (user, side) comes from the API's order document, written before the
+  order reached Kafka; an event of an order with none (a tape published straight to the
+  exchange) is counted as ``unknown_order`` and skipped.
 * **delivery** (``NOTIFY_GROUP_ID-delivery``): ``notifications-v1`` (order updates and the
   alerts service's ``PriceAlertTriggered``) -> :class:`~.store.NotificationStore`: a per-user
   sequence, a backlog, and ``PUBLISH user:{userId}``, which every WebSocket gateway
@@ -54,6 +54,7 @@ from brokerflow.metrics import (
     NOTIFICATIONS_PUBLISHED,
     NOTIFICATIONS_PUSHED,
     NOTIFICATIONS_RETRIED,
+    NOTIFICATIONS_WITHOUT_POSITION,
 )
 from brokerflow.notifications.core import (
     OrderOwner,
@@ -66,6 +67,7 @@ from brokerflow.notifications.push import PushChannel, PushRefusedError, push_ch
 from brokerflow.notifications.store import NotificationStore
 from brokerflow.projections.folds import ORDERS
 from brokerflow.schemas import DeadLetter, decode
+from brokerflow.schemas.base import Message
 from brokerflow.schemas.ledger import FillSettled
 from brokerflow.schemas.notifications import (
     NotificationChannel,
@@ -160,12 +162,12 @@ class Notifier:
 
     async def __call__(self, records: list[ConsumerRecord]) -> int:
         self.positions.learn([r for r in records if r.topic == self.ledger_topic])
-        events = []
+        events: list[tuple[Message, float]] = []  # with the time Kafka took the record
         for record in records:
             if record.topic != self.reports_topic:
                 continue
             try:
-                events.append(decode(record.value))
+                events.append((decode(record.value), record.timestamp / 1000))
             except SchemaError as exc:  # the exchange wrote it; say so and go on
                 log.error(
                     "notifier: %s[%d]@%d unreadable: %s",
@@ -175,16 +177,17 @@ class Notifier:
                     exc,
                 )
         known = await self.owners.of(
-            {e.__dict__["order_id"] for e in events if "order_id" in e.__dict__}
+            {e.__dict__["order_id"] for e, _ in events if "order_id" in e.__dict__}
         )
-        fills = [
-            fill_key(event)
-            for event in events
-            if isinstance(event, OrderFilled | OrderPartiallyFilled) and event.order_id in known
-        ]
-        await self._await_positions({key for key in fills if key is not None})
+        fills: dict[tuple[str, str], float] = {}
+        for event, written in events:
+            key = fill_key(event)
+            is_fill = isinstance(event, OrderFilled | OrderPartiallyFilled)
+            if key is not None and is_fill and key[0] in known:
+                fills[key] = written
+        await self._await_positions(fills)
         out: list[tuple[str, OrderUpdateNotification]] = []
-        for event in events:
+        for event, _ in events:
             owner = known.get(event.__dict__.get("order_id", ""))
             if owner is None:
                 NOTIFICATIONS_PUBLISHED.labels(event="unknown_order").inc()
@@ -197,19 +200,16 @@ class Notifier:
             await publish(self.writer, self.out_topic, out)
         return len(out)
 
-    async def _await_positions(self, fills: set[tuple[str, str]]) -> None:
-        """Read the ledger on until every fill's settlement is in, or the wait is over."""
-        deadline = time.monotonic() + self.wait_s
+    async def _await_positions(self, fills: dict[tuple[str, str], float]) -> None:
+        """Read the ledger on until every fill's settlement is in, or until each waiting fill
+        is ``wait_s`` old (from when Kafka took it): a notifier behind its input waits for
+        nothing, so the wait never adds up into a backlog."""
         while not self.stop.is_set():
-            missing = [key for key in fills if self.positions.of(key) is None]
-            left = deadline - time.monotonic()
+            missing = [written for key, written in fills.items() if self.positions.of(key) is None]
+            left = max(missing, default=0.0) + self.wait_s - time.time()
             if not missing or left <= 0:
                 if missing:
-                    log.info(
-                        "notifier: %d fill(s) go without positionQty: not settled within %.1f s",
-                        len(missing),
-                        self.wait_s,
-                    )
+                    NOTIFICATIONS_WITHOUT_POSITION.inc(len(missing))
                 return
             ledger = [tp for tp in self.reader.assignment() if tp.topic == self.ledger_topic]
             if not ledger:
