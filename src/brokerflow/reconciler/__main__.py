@@ -1,42 +1,11 @@
-"""``python -m brokerflow.reconciler``: run the reconciler until Ctrl-C or SIGTERM."""
+"""``python -m brokerflow.reconciler``: the reconciler, until Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import sys
 
-from brokerflow.errors import StackError
-from brokerflow.metrics import serve_metrics
 from brokerflow.reconciler.service import run_reconciler
-from brokerflow.settings import Settings, get_settings
-
-log = logging.getLogger("brokerflow.reconciler")
-
-
-async def _serve(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await run_reconciler(settings, stop)
-
-
-def main() -> int:
-    settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    serve_metrics(settings.metrics_port)
-    try:
-        asyncio.run(_serve(settings))
-    except StackError as exc:  # Kafka unreachable: the message says what to run
-        print(f"reconciler: {exc}", file=sys.stderr)
-        return 2
-    log.info("reconciler stopped")
-    return 0
-
+from brokerflow.service_main import run_service
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_service("reconciler", run_reconciler))
