@@ -50,6 +50,8 @@ __all__ = [
     "NOTIFICATIONS_RETRIED",
     "NOTIFICATIONS_WITHOUT_POSITION",
     "ORDER_ANSWERS",
+    "PARTICIPANT_COMMANDS",
+    "PARTICIPANT_INVENTORY",
     "PROJECTOR_BATCH_SECONDS",
     "PROJECTOR_EVENTS",
     "PROJECTOR_GAPS_HELD",
@@ -201,6 +203,19 @@ NOTIFICATIONS_GIVEN_UP = Counter(
     "Notifications the push channel never took (retries used up, or a refusal no retry mends), "
     "sent to dead-letters-v1; by the channel's last reason",
     ["reason"],
+    registry=REGISTRY,
+)
+PARTICIPANT_COMMANDS = Counter(
+    "participant_commands",
+    "Commands the simulated participants sent to order-commands-v1, by role (maker, taker, "
+    "restart: cancels of a previous run's orders) and command type",
+    ["role", "command"],
+    registry=REGISTRY,
+)
+PARTICIPANT_INVENTORY = Gauge(
+    "participant_inventory",
+    "A simulated market maker's position, by symbol (negative: short)",
+    ["symbol"],
     registry=REGISTRY,
 )
 WEBSOCKET_CONNECTIONS = Gauge(

@@ -490,6 +490,58 @@ class Settings(BaseSettings):
         description="Waits before each retry of a refused push (seed 002: 1,2,4,8); after the "
         "last one the notification goes to dead-letters-v1",
     )
+    participants_enabled: bool = Field(
+        True,
+        description="Run the simulated participants in brokerflow run: a market maker per symbol "
+        "quoting around the real market's mid, and a taker sending marketable orders",
+    )
+    participants_symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Symbols the participants trade, comma-separated; empty: every listed symbol "
+        "with a market feed (BINANCE_SYMBOLS and BRAPI_SYMBOLS)",
+    )
+    participants_account: str = Field(
+        "sim",
+        pattern=r"^[A-Za-z0-9_]{1,20}$",
+        description="Account id prefix of the participants' orders ({prefix}-mm, {prefix}-tk)",
+    )
+    participants_half_spread_bps: Decimal = Field(
+        Decimal(5), gt=0, description="Distance of a maker's best bid and ask from the mid, bps"
+    )
+    participants_level_step_bps: Decimal = Field(
+        Decimal(5), ge=0, description="Distance between a maker's price levels, bps"
+    )
+    participants_levels: int = Field(
+        3, ge=1, le=50, description="Price levels a maker quotes a side"
+    )
+    participants_level_notional: Decimal = Field(
+        Decimal(5000),
+        gt=0,
+        description="Size of each maker level, in the symbol's currency at the mid (rounded "
+        "down to the lot)",
+    )
+    participants_max_inventory_notional: Decimal = Field(
+        Decimal(50000),
+        gt=0,
+        description="A maker quotes no level that could take its position (long or short) past "
+        "this, in the symbol's currency",
+    )
+    participants_requote_bps: Decimal = Field(
+        Decimal(2), ge=0, description="Mid move after which a maker redraws its ladder, bps"
+    )
+    participants_refresh_s: float = Field(
+        5.0, gt=0, description="How often makers re-place levels the exchange refused"
+    )
+    participants_taker_orders_per_min: float = Field(
+        6.0,
+        ge=0,
+        description="Marketable orders the taker sends per minute on each symbol (0: no taker)",
+    )
+    participants_taker_notional: Decimal = Field(
+        Decimal(2000), gt=0, description="A taker order is 1..PARTICIPANTS_TAKER_MAX_LOTS of this"
+    )
+    participants_taker_max_lots: int = Field(5, ge=1, description="See PARTICIPANTS_TAKER_NOTIONAL")
+    participants_seed: int = Field(0, description="Seed of the taker's sides and sizes")
     reconciler_orders_interval_s: float = Field(
         30.0,
         gt=0,
@@ -535,7 +587,13 @@ class Settings(BaseSettings):
     validate_only: bool = Field(False, description="Validate, then exit without running")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
 
-    @field_validator("binance_symbols", "brapi_symbols", "exchange_session_symbols", mode="before")
+    @field_validator(
+        "binance_symbols",
+        "brapi_symbols",
+        "exchange_session_symbols",
+        "participants_symbols",
+        mode="before",
+    )
     @classmethod
     def _symbols(cls, value: object) -> object:
         return _split_symbols(value)

@@ -132,6 +132,7 @@ def test_only_and_without_select_in_start_order() -> None:
         "notifications",
         "alerts",
         "reconciler",
+        "participants",
     ]
     assert select_services(SERVICE_NAMES, only=["api", "stats"], without=["api"]) == ["stats"]
 

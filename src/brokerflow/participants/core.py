@@ -187,7 +187,7 @@ class MarketMaker:
 
     def on_event(self, event: Message) -> bool:
         """An exchange event of one of this maker's orders; ``True`` when the ladder has a gap
-        to refill (a level filled, cancelled or refused)."""
+        to refill now (a level filled or cancelled)."""
         order_id = getattr(event, "order_id", None)
         order = self.resting.get(order_id) if order_id is not None else None
         if order is None:
@@ -196,9 +196,14 @@ class MarketMaker:
             signed = event.last_quantity if order.side is Side.BUY else -event.last_quantity
             self.inventory += signed
             order.leaves = event.leaves_quantity
-        if isinstance(event, OrderFilled | OrderCancelled | OrderExpired | OrderRejected):
-            if isinstance(event, OrderRejected) and event.detail.startswith(_LOST_RACES):
+        if isinstance(event, OrderRejected):
+            if event.detail.startswith(_LOST_RACES):
                 return False  # a cancel that lost its race: the order itself is unchanged
+            # Refused (price band, session closed...): the level waits for the next redraw or
+            # refresh, rather than being sent straight back to be refused again.
+            del self.resting[order_id]
+            return False
+        if isinstance(event, OrderFilled | OrderCancelled | OrderExpired):
             del self.resting[order_id]
             return True
         return False

@@ -72,6 +72,7 @@ SERVICE_NAMES = (
     "notifications",
     "alerts",
     "reconciler",
+    "participants",
 )
 
 
@@ -227,6 +228,14 @@ def system_services(
             url=f"http://{host}:{metrics['reconciler']}/metrics",
             health=metrics_check("reconciler"),
             about="re-sends stuck orders' requests; checks accounts against the ledger",
+        ),
+        "participants": ServiceSpec(
+            "participants",
+            (python, "-m", "brokerflow.participants"),
+            env=metrics_env("participants"),
+            url=f"http://{host}:{metrics['participants']}/metrics",
+            health=metrics_check("participants"),
+            about="simulated members: a market maker per symbol around the real mid, a taker",
         ),
     }
     return [replace(every[name], metrics_port=metrics[name]) for name in names]

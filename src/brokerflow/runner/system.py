@@ -33,6 +33,8 @@ def run_system(
     from brokerflow.stack import ServiceState, Stack
 
     names = select_services(SERVICE_NAMES, only, without)
+    if not settings.participants_enabled:
+        names = [name for name in names if name != "participants"]
     stack = Stack(settings)
     specs = system_services(settings, tuple(names))
     supervisor = Supervisor(specs, run_dir=stack.dir / "run", log_dir=stack.dir / "logs", out=out)

@@ -173,3 +173,22 @@ def test_a_taker_sends_market_ioc_orders_sized_at_the_mid_the_same_for_the_same_
     # 1,000 / 94,000 = 0.01063829... -> 0.01063 lots of 0.00001; x2, x3 likewise.
     assert sizes <= {"0.01063", "0.02127", "0.03191"}
     assert {side for side, _ in flow(7)} == {"BUY", "SELL"}
+
+
+def test_a_refused_order_leaves_a_gap_for_the_next_refresh_not_an_instant_resend() -> None:
+    mm = maker()
+    bid_1, *_ = mm.on_mid(Decimal("38.00"), NOW)
+    refused = OrderRejected(
+        order_id=bid_1.order_id,
+        account_id="mm-1",
+        symbol="PETR4",
+        status=OrderStatus.REJECTED,
+        sequence=10,
+        filled_quantity=Decimal(0),
+        leaves_quantity=Decimal(0),
+        reason="MARKET_CLOSED",
+        event_time=NOW,
+    )
+    assert mm.on_event(refused) is False
+    assert bid_1.order_id not in mm.resting
+    assert places(mm.refill(NOW)) == [("BUY", "37.96", "100")]
