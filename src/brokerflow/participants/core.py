@@ -168,7 +168,7 @@ class MarketMaker:
             if (side, price) in have:
                 continue
             self._next_id += 1
-            order_id = f"{self.account_id}-{self.session}-{self._next_id}"
+            order_id = f"{self.account_id}-{self.symbol}-{self.session}-{self._next_id}"
             self.resting[order_id] = Resting(side, price, size)
             commands.append(
                 PlaceOrder(

@@ -56,7 +56,7 @@ from brokerflow.schemas.orders import (
     PlaceOrder,
 )
 from brokerflow.settings import Settings
-from brokerflow.topics import catalog, ensure_topics
+from brokerflow.topics import TopicSpec, catalog, ensure_topics
 
 __all__ = ["Participants", "participant_symbols", "run_participants"]
 
@@ -181,14 +181,18 @@ class _Outbox:
         if not commands:
             return
         resting = [
-            f"{c.symbol}|{c.order_id}"
+            f"{c.symbol}|{c.account_id}|{c.order_id}"
             for c in commands
             if isinstance(c, PlaceOrder) and c.time_in_force.value == "GTC"
         ]
         if resting:  # before the order exists, so a crash cannot leave one unknown
             await self.redis.sadd(self.key, *resting)
         await publish(self.writer, self.topic, [(c.symbol, c) for c in commands])  # type: ignore[attr-defined]
-        gone = [f"{c.symbol}|{c.order_id}" for c in commands if isinstance(c, CancelOrder)]
+        gone = [
+            f"{c.symbol}|{c.account_id}|{c.order_id}"
+            for c in commands
+            if isinstance(c, CancelOrder)
+        ]
         if gone:
             await self.redis.srem(self.key, *gone)
         for command in commands:
@@ -203,11 +207,11 @@ class _Outbox:
         members = [m.decode() for m in await self.redis.smembers(self.key)]
         cancels: list[Message] = []
         for member in members:
-            symbol, _, order_id = member.partition("|")
+            symbol, account_id, order_id = member.split("|", 2)
             cancels.append(
                 CancelOrder(
                     order_id=order_id,
-                    account_id=order_id.rsplit("-", 2)[0],
+                    account_id=account_id,
                     symbol=symbol,
                     event_time=now,
                 )
@@ -216,12 +220,10 @@ class _Outbox:
         return len(cancels)
 
 
-async def _tail(reader: Any, topics: list[str]) -> None:
-    """Assign every partition of ``topics`` and start at their ends."""
+async def _tail(reader: Any, specs: list[TopicSpec]) -> None:
+    """Assign every partition of these topics and start at their ends."""
     partitions = [
-        TopicPartition(topic, index)
-        for topic in topics
-        for index in sorted(reader.partitions_for_topic(topic) or ())
+        TopicPartition(spec.name, index) for spec in specs for index in range(spec.partitions)
     ]
     reader.assign(partitions)
     await reader.seek_to_end(*partitions)
@@ -233,7 +235,6 @@ async def run_participants(settings: Settings, stop: asyncio.Event) -> None:
         log.info("participants: PARTICIPANTS_ENABLED is false; nothing to do")
         return
     topics = catalog(settings)
-    market_topics = [topics.market_book_ticker.name, topics.market_quotes.name]
     try:
         await ensure_topics(
             settings,
@@ -246,7 +247,7 @@ async def run_participants(settings: Settings, stop: asyncio.Event) -> None:
         )
     except (KafkaError, OSError, TimeoutError) as exc:
         raise KafkaUnavailableError(settings.kafka_bootstrap_servers, exc) from exc
-    session = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    session = datetime.now(UTC).strftime("%y%m%d%H%M%S%f")  # a restart never reuses an id
     state = Participants(settings, session)
     redis = Redis.from_url(settings.redis_url)
     try:
@@ -254,8 +255,9 @@ async def run_participants(settings: Settings, stop: asyncio.Event) -> None:
             consumer(settings) as reader,
             producer(settings, enable_idempotence=True, acks="all", linger_ms=5) as writer,
         ):
-            await reader.force_metadata_update()
-            await _tail(reader, [*market_topics, topics.order_events.name])
+            await _tail(
+                reader, [topics.market_book_ticker, topics.market_quotes, topics.order_events]
+            )
             outbox = _Outbox(
                 writer,
                 topics.order_commands.name,
@@ -294,7 +296,9 @@ async def run_participants(settings: Settings, stop: asyncio.Event) -> None:
                         if is_event:
                             commands += state.on_event(message, now)
                             if isinstance(message, _DONE) and not _lost_race(message):
-                                done.append(f"{message.symbol}|{message.order_id}")
+                                done.append(
+                                    f"{message.symbol}|{message.account_id}|{message.order_id}"
+                                )
                         else:
                             commands += state.on_market(message, now)
                 if time.monotonic() >= next_refresh:

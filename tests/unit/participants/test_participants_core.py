@@ -84,7 +84,12 @@ def test_a_ladder_of_limit_gtc_orders_around_the_mid_rounded_outward_to_the_tick
     assert all(
         c.order_type is OrderType.LIMIT and c.time_in_force is TimeInForce.GTC for c in commands
     )
-    assert [c.order_id for c in commands] == ["mm-1-s1-1", "mm-1-s1-2", "mm-1-s1-3", "mm-1-s1-4"]
+    assert [c.order_id for c in commands] == [
+        "mm-1-PETR4-s1-1",
+        "mm-1-PETR4-s1-2",
+        "mm-1-PETR4-s1-3",
+        "mm-1-PETR4-s1-4",
+    ]
 
 
 def test_a_small_move_changes_nothing_a_large_one_moves_the_ladder() -> None:
@@ -111,7 +116,7 @@ def test_a_filled_level_is_placed_again_a_partly_filled_one_keeps_its_place() ->
     assert mm.inventory == Decimal(140)
     again = mm.refill(NOW)
     assert places(again) == [("BUY", "37.96", "100")]
-    assert again[0].order_id == "mm-1-s1-5"
+    assert again[0].order_id == "mm-1-PETR4-s1-5"
 
 
 def test_at_its_inventory_limit_it_stops_bidding_until_it_sells() -> None:
