@@ -59,6 +59,8 @@ def namespace(settings: Settings, unique: str, tmp_path: Path) -> Iterator[tuple
         "EXCHANGE_APP_ID": isolated.exchange_app_id,
         "MONGO_DATABASE": isolated.mongo_database,
         "STATS_REDIS_PREFIX": isolated.stats_redis_prefix,
+        "API_REDIS_PREFIX": f"{isolated.stats_redis_prefix}api:",  # cleared with the stats keys
+        "PARTICIPANTS_TAKER_ORDERS_PER_MIN": "60",
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "REDIS_URL": settings.redis_url,
         "MONGO_URL": settings.mongo_url,
@@ -136,12 +138,12 @@ def test_run_brings_the_system_up_feeds_it_now_and_leaves_nothing_behind(
             time.sleep(0.2)
         text = output.read_text(errors="replace")
         assert up is not None, f"not every service came up; brokerflow run said:\n{text}"
-        assert [s.name for s in up.services] == ["exchange", "ingest", "stats"]
+        assert [s.name for s in up.services] == ["exchange", "ingest", "stats", "participants"]
         pids = {s.name: s.pid for s in up.services}
         for pid in pids.values():
             assert pid is not None
             os.kill(pid, 0)
-        for name in ("exchange", "ingest", "stats"):
+        for name in ("exchange", "ingest", "stats", "participants"):
             assert f"{name} is up" in text
         assert f"-t {settings.topic_prefix}order-events-v1 -o end" in text  # the kcat line
         shown = subprocess.run(
@@ -161,7 +163,7 @@ def test_run_brings_the_system_up_feeds_it_now_and_leaves_nothing_behind(
             process.wait(60)
 
     text = output.read_text(errors="replace")
-    assert "stopping (--for 40s is up): stats, ingest, exchange" in text
+    assert "stopping (--for 40s is up): participants, stats, ingest, exchange" in text
     assert "the stack keeps running" in text
     assert all(_gone(pid) for pid in pids.values() if pid is not None)
     assert subprocess.run([BROKERFLOW, "ps"], cwd=tmp_path, env=env, check=False).returncode == 1
@@ -176,3 +178,10 @@ def test_run_brings_the_system_up_feeds_it_now_and_leaves_nothing_behind(
     bars = asyncio.run(_records(settings, "market_bars"))
     assert any(_moment(bar["windowStart"]) >= started - slack for bar in bars)
     assert {bar["window"] for bar in bars} >= {"1s"}
+
+    # The simulated participants traded on the exchange: the taker's market orders met the
+    # makers' quotes around the tape's prices, and those trades became BROKERFLOW bars.
+    printed = asyncio.run(_records(settings, "trade_executions"))
+    assert any(t["takerOrderId"].startswith("sim-tk-") for t in printed), printed[:3]
+    assert any(t["makerOrderId"].startswith("sim-mm-") for t in printed)
+    assert any(bar["venue"] == "BROKERFLOW" for bar in bars)
