@@ -12,6 +12,11 @@ command -v kcat >/dev/null || need_apt+=(kcat)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+# The dashboard's browser test drives Debian's Chromium (scripts/test.sh asks for it).
+if [ "${BROKERFLOW_BROWSER:-0}" = 1 ]; then
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "bootstrap: apt-get install ${need_apt[*]}"

@@ -3,7 +3,7 @@
 # tests' session fixture brings the local stack up itself (and reuses one that is running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh
+BROKERFLOW_BROWSER=1 bash scripts/bootstrap.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e

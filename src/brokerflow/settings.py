@@ -490,6 +490,10 @@ class Settings(BaseSettings):
         description="Waits before each retry of a refused push (seed 002: 1,2,4,8); after the "
         "last one the notification goes to dead-letters-v1",
     )
+    dashboard_host: str = Field("127.0.0.1", description="Where the market dashboard listens")
+    dashboard_port: int = Field(
+        8050, ge=1, le=65535, description="Port of the market dashboard (brokerflow run prints it)"
+    )
     participants_enabled: bool = Field(
         True,
         description="Run the simulated participants in brokerflow run: a market maker per symbol "

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,6 +66,7 @@ def namespace(settings: Settings, unique: str, tmp_path: Path) -> Iterator[tuple
         "REDIS_URL": settings.redis_url,
         "MONGO_URL": settings.mongo_url,
         "API_PORT": str(_free_port()),
+        "DASHBOARD_PORT": str(_free_port()),
         "PYTHONUNBUFFERED": "1",
     }
     yield isolated, env
@@ -138,13 +140,24 @@ def test_run_brings_the_system_up_feeds_it_now_and_leaves_nothing_behind(
             time.sleep(0.2)
         text = output.read_text(errors="replace")
         assert up is not None, f"not every service came up; brokerflow run said:\n{text}"
-        assert [s.name for s in up.services] == ["exchange", "ingest", "stats", "participants"]
+        assert [s.name for s in up.services] == [
+            "exchange",
+            "ingest",
+            "stats",
+            "participants",
+            "dashboard",
+        ]
         pids = {s.name: s.pid for s in up.services}
         for pid in pids.values():
             assert pid is not None
             os.kill(pid, 0)
-        for name in ("exchange", "ingest", "stats", "participants"):
+        for name in ("exchange", "ingest", "stats", "participants", "dashboard"):
             assert f"{name} is up" in text
+        dashboard = f"http://127.0.0.1:{env['DASHBOARD_PORT']}"
+        assert dashboard in text  # printed for the user to open
+        with urllib.request.urlopen(f"{dashboard}/api/state", timeout=5) as answer:
+            shown_symbols = json.loads(answer.read())["symbols"]
+        assert "BTCUSDT" in shown_symbols
         assert f"-t {settings.topic_prefix}order-events-v1 -o end" in text  # the kcat line
         shown = subprocess.run(
             [BROKERFLOW, "ps"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
@@ -163,7 +176,7 @@ def test_run_brings_the_system_up_feeds_it_now_and_leaves_nothing_behind(
             process.wait(60)
 
     text = output.read_text(errors="replace")
-    assert "stopping (--for 40s is up): participants, stats, ingest, exchange" in text
+    assert "stopping (--for 40s is up): dashboard, participants, stats, ingest, exchange" in text
     assert "the stack keeps running" in text
     assert all(_gone(pid) for pid in pids.values() if pid is not None)
     assert subprocess.run([BROKERFLOW, "ps"], cwd=tmp_path, env=env, check=False).returncode == 1

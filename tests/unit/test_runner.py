@@ -133,6 +133,7 @@ def test_only_and_without_select_in_start_order() -> None:
         "alerts",
         "reconciler",
         "participants",
+        "dashboard",
     ]
     assert select_services(SERVICE_NAMES, only=["api", "stats"], without=["api"]) == ["stats"]
 

@@ -73,6 +73,7 @@ SERVICE_NAMES = (
     "alerts",
     "reconciler",
     "participants",
+    "dashboard",
 )
 
 
@@ -135,9 +136,13 @@ def system_services(
     python = sys.executable
     host = "127.0.0.1"
     api_url = f"http://{settings.api_host}:{settings.api_port}"
+    dashboard_url = f"http://{settings.dashboard_host}:{settings.dashboard_port}"
     # Ports for every service, selected or not, so a service keeps its port whatever is left out.
     ports = allocate_ports(
-        settings.metrics_port or 9100, len(SERVICE_NAMES), port_is_free, taken=[settings.api_port]
+        settings.metrics_port or 9100,
+        len(SERVICE_NAMES),
+        port_is_free,
+        taken=[settings.api_port, settings.dashboard_port],
     )
     metrics = dict(zip(SERVICE_NAMES, ports, strict=True))
     slots = settings.exchange_worker_slots
@@ -236,6 +241,14 @@ def system_services(
             url=f"http://{host}:{metrics['participants']}/metrics",
             health=metrics_check("participants"),
             about="simulated members: a market maker per symbol around the real mid, a taker",
+        ),
+        "dashboard": ServiceSpec(
+            "dashboard",
+            (python, "-m", "brokerflow.dashboard"),
+            env=metrics_env("dashboard"),
+            url=dashboard_url,
+            health=HttpCheck(f"{dashboard_url}/api/state"),
+            about="live market dashboard: tiles, candles, the exchange's depth, pipeline health",
         ),
     }
     return [replace(every[name], metrics_port=metrics[name]) for name in names]
