@@ -221,9 +221,9 @@ async def test_the_page_shows_tiles_candles_depth_and_moves_with_a_new_bar(
                 text = await run(
                     "return document.querySelector('.tile[data-symbol=BTCUSDT] .last').innerText"
                 )
-                return text == "104.5"
+                return text == "104.50"
 
-            await eventually("the BTCUSDT tile at 104.5", tile_moved)
+            await eventually("the BTCUSDT tile at 104.50", tile_moved)
             assert (await chart())[-1]["close"] == 104.5
 
             errors = [

@@ -111,6 +111,8 @@ class MarketMaker:
     session: str
     inventory: Decimal = Decimal(0)
     resting: dict[str, Resting] = field(default_factory=dict)
+    #: Resting orders whose cancel is on its way: not cancelled twice, not counted as quotes.
+    cancelling: set[str] = field(default_factory=set)
     #: The mid the current ladder was drawn around.
     quoted_mid: Decimal | None = None
     _next_id: int = 0
@@ -152,9 +154,14 @@ class MarketMaker:
             return []
         wanted = self.ladder(self.quoted_mid)
         commands: list[Message] = []
-        have = {(order.side, order.price) for order in self.resting.values()}
+        have = {
+            (order.side, order.price)
+            for order_id, order in self.resting.items()
+            if order_id not in self.cancelling
+        }
         for order_id, order in sorted(self.resting.items()):
-            if (order.side, order.price) not in wanted:
+            if (order.side, order.price) not in wanted and order_id not in self.cancelling:
+                self.cancelling.add(order_id)
                 commands.append(
                     CancelOrder(
                         order_id=order_id,
@@ -198,13 +205,18 @@ class MarketMaker:
             order.leaves = event.leaves_quantity
         if isinstance(event, OrderRejected):
             if event.detail.startswith(_LOST_RACES):
-                return False  # a cancel that lost its race: the order itself is unchanged
+                # A cancel that lost its race (the order filled first): the order itself is as
+                # its own events say; a later one will end it.
+                self.cancelling.discard(order_id)
+                return False
             # Refused (price band, session closed...): the level waits for the next redraw or
             # refresh, rather than being sent straight back to be refused again.
             del self.resting[order_id]
+            self.cancelling.discard(order_id)
             return False
         if isinstance(event, OrderFilled | OrderCancelled | OrderExpired):
             del self.resting[order_id]
+            self.cancelling.discard(order_id)
             return True
         return False
 

@@ -17,6 +17,7 @@ from brokerflow.participants.core import (
 )
 from brokerflow.schemas.orders import (
     CancelOrder,
+    OrderCancelled,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
@@ -197,3 +198,27 @@ def test_a_refused_order_leaves_a_gap_for_the_next_refresh_not_an_instant_resend
     assert mm.on_event(refused) is False
     assert bid_1.order_id not in mm.resting
     assert places(mm.refill(NOW)) == [("BUY", "37.96", "100")]
+
+
+def test_an_order_is_cancelled_once_however_often_the_ladder_is_refilled() -> None:
+    mm = maker()
+    first = mm.on_mid(Decimal("38.00"), NOW)
+    moved = mm.on_mid(Decimal("38.10"), NOW)
+    assert len([c for c in moved if isinstance(c, CancelOrder)]) == 4
+    # Until the exchange says they are cancelled, they rest: no second cancel, no new quote.
+    assert mm.refill(NOW) == []
+    assert mm.on_mid(Decimal("38.101"), NOW) == []
+    gone = OrderCancelled(
+        order_id=first[0].order_id,
+        account_id="mm-1",
+        symbol="PETR4",
+        sequence=11,
+        filled_quantity=Decimal(0),
+        leaves_quantity=Decimal(0),
+        reason="USER",
+        cancelled_quantity=Decimal(100),
+        event_time=NOW,
+    )
+    assert mm.on_event(gone) is True
+    assert first[0].order_id not in mm.resting
+    assert mm.refill(NOW) == []  # the new ladder is complete; nothing to cancel again

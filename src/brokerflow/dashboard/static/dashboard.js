@@ -70,7 +70,7 @@ async function loadChart() {
   view.venue = answer.venue || null;
   $("chart-venue").textContent = view.venue ? `venue ${view.venue}` : "no bars yet";
   const bars = answer.bars;
-  const precision = Math.max(2, ...bars.map((b) => decimals(b.close)));
+  const precision = Math.min(8, Math.max(2, ...bars.map((b) => decimals(trim(b.close)))));
   candles.applyOptions({ priceFormat: { type: "price", precision, minMove: 10 ** -precision } });
   vwapLine.applyOptions({ priceFormat: { type: "price", precision, minMove: 10 ** -precision } });
   const [c, v, vol] = [[], [], []];
@@ -117,7 +117,7 @@ function renderTile(tile) {
   const el = tileElement(tile.symbol);
   el.classList.toggle("stale", tile.stale);
   el.classList.toggle("selected", tile.symbol === view.symbol);
-  el.querySelector(".last").textContent = tile.last ?? "—";
+  el.querySelector(".last").textContent = trim(tile.last);
   const chg = el.querySelector(".chg");
   chg.textContent = tile.changePct === null ? "—" : `${tile.changePct > 0 ? "+" : ""}${tile.changePct}%`;
   chg.className = `chg ${tile.changePct === null ? "" : Number(tile.changePct) >= 0 ? "up" : "down"}`;
