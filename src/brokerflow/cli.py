@@ -136,6 +136,52 @@ def _audit_command(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from brokerflow.errors import ConfigError
+    from brokerflow.exchange.replay_log import (
+        Selection,
+        parse_offsets,
+        parse_time,
+        replay_book,
+        replay_exchange,
+    )
+
+    try:
+        if args.what == "book":
+            if not args.symbol or not args.at:
+                print("replay book: give SYMBOL and --at OFFSET|TIME", file=sys.stderr)
+                return 2
+            book = asyncio.run(replay_book(settings, args.symbol, args.at, args.rules, args.levels))
+            if args.json:
+                print(json.dumps(book))
+                return 0
+            print(
+                f"{book['symbol']} at {book['at']}: {book['commands']} commands, "
+                f"sequence {book['sequence']}"
+            )
+            for price, quantity, orders in reversed(book["asks"]):
+                print(f"  ask {price:>14} {quantity:>14} ({orders} orders)")
+            for price, quantity, orders in book["bids"]:
+                print(f"  bid {price:>14} {quantity:>14} ({orders} orders)")
+            return 0
+        selection = Selection(
+            from_offsets=parse_offsets(args.from_offset) if args.from_offset else None,
+            to_offsets=parse_offsets(args.to_offset) if args.to_offset else None,
+            from_time=parse_time(args.start) if args.start else None,
+            to_time=parse_time(args.end) if args.end else None,
+            symbol=args.symbol,
+        )
+        report = asyncio.run(replay_exchange(settings, selection, args.rules))
+    except ConfigError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    for line in report.lines():
+        print(line)
+    return 0 if report.divergence is None else 1
+
+
 def _match_command(settings: Settings, args: argparse.Namespace) -> int:
     from brokerflow.matching.replay import main as replay_main
 
@@ -192,6 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--symbol", help="read only this symbol's records (faster)")
     audit.add_argument("--json", action="store_true", help="JSON instead of lines")
     audit.set_defaults(handler=_audit_command)
+
+    replay = sub.add_parser(
+        "replay",
+        help="does today's code reproduce what happened? the exchange's command log replayed "
+        "and compared with its recorded events; or a book as it stood",
+    )
+    replay.add_argument("what", choices=["exchange", "book"])
+    replay.add_argument("symbol", nargs="?", help="book: the symbol; exchange: only this key")
+    replay.add_argument("--from", dest="start", metavar="TIME", help="commands from this time")
+    replay.add_argument("--to", dest="end", metavar="TIME", help="commands up to this time")
+    replay.add_argument("--from-offset", metavar="P:O,...", help="commands from these offsets")
+    replay.add_argument("--to-offset", metavar="P:O,...", help="up to these offsets (inclusive)")
+    replay.add_argument("--at", metavar="OFFSET|TIME", help="book: after this command")
+    replay.add_argument(
+        "--rules", help="today's rules file (default EXCHANGE_RULES_PATH, or the catalog)"
+    )
+    replay.add_argument("--levels", type=int, default=10, help="book: levels a side")
+    replay.add_argument("--json", action="store_true", help="book: JSON")
+    replay.set_defaults(handler=_replay_command)
 
     match = sub.add_parser(
         "match", help="replay an order-command JSONL tape through the matching core", add_help=False
