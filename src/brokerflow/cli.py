@@ -60,6 +60,14 @@ def _stack_command(settings: Settings, args: argparse.Namespace) -> int:
 def _topics_command(settings: Settings, args: argparse.Namespace) -> int:
     from brokerflow.topics import catalog, ensure_topics
 
+    if args.partition_of:
+        from aiokafka.partitioner import DefaultPartitioner
+
+        spec = catalog(settings).by_name(args.topic)
+        every = list(range(spec.partitions))
+        print(DefaultPartitioner()(args.partition_of.encode(), every, every))
+        return 0
+
     if args.create:
         created = asyncio.run(ensure_topics(settings))
         print("created: " + (", ".join(created) if created else "nothing (all exist)"))
@@ -201,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="list the topic catalog")
     topics.add_argument("--create", action="store_true", help="create missing topics first")
+    topics.add_argument(
+        "--partition-of",
+        metavar="KEY",
+        help="print only the partition a key (a symbol, an account) lands on, for kcat -p",
+    )
+    topics.add_argument(
+        "--topic",
+        default="order_commands",
+        help="with --partition-of: the topic (default "
+        "order-commands-v1; every symbol-keyed topic has the same partitions)",
+    )
     topics.set_defaults(handler=_topics_command)
 
     demo = sub.add_parser("demo", help="the main job on the local stack")

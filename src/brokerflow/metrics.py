@@ -36,6 +36,7 @@ __all__ = [
     "ACCOUNT_DECISIONS",
     "ALERTS_ACTIVE",
     "ALERTS_TRIGGERED",
+    "CONSUMER_LAG",
     "DEAD_LETTERS",
     "EXCHANGE_EVENTS",
     "HTTP_LATENCY",
@@ -216,6 +217,13 @@ PARTICIPANT_INVENTORY = Gauge(
     "participant_inventory",
     "A simulated market maker's position, by symbol (negative: short)",
     ["symbol"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "consumer_group_lag",
+    "Records each consumer group of the namespace has yet to read, summed over its partitions "
+    "(measured by the dashboard every 2 s)",
+    ["group"],
     registry=REGISTRY,
 )
 WEBSOCKET_CONNECTIONS = Gauge(

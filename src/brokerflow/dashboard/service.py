@@ -42,6 +42,7 @@ from pymongo import AsyncMongoClient
 from brokerflow.dashboard.state import Board, bar_json
 from brokerflow.errors import SchemaError
 from brokerflow.kafka_io import consumer
+from brokerflow.metrics import CONSUMER_LAG
 from brokerflow.schemas import BarClosed, decode
 from brokerflow.schemas.book import BookSnapshot, BookUpdate
 from brokerflow.schemas.trades import TradeExecuted
@@ -205,6 +206,8 @@ async def _health(hub: Hub, settings: Settings, stop: asyncio.Event) -> None:
                     }
                     before, at = totals, now
                     lag = await _lags(admin, reader, settings.topic_prefix)
+                    for group, behind in lag.items():
+                        CONSUMER_LAG.labels(group=group).set(behind)
                     hub.health = {
                         "rates": rates,
                         "lag": lag,

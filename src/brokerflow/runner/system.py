@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -52,12 +53,28 @@ def run_system(
         supervisor.release()
         raise
 
+    targets = write_prometheus_targets(stack.dir / "run" / "prometheus-targets.json", specs)
+
     def started(run: RunRecord) -> None:
         out(started_table(settings, specs, run, kcat=stack.kcat()))
+        out(f"Prometheus targets: {targets} (prometheus --config.file=config/prometheus/local.yml)")
 
     status = supervisor.run(duration_s, on_started=started)
     out("the stack keeps running (`brokerflow stack status`; `brokerflow stack down` stops it)")
     return status
+
+
+def write_prometheus_targets(path: Path, specs: list[ServiceSpec]) -> Path:
+    """Every service's metrics endpoint in Prometheus' file service-discovery format, so
+    ``config/prometheus/local.yml`` scrapes ports chosen at run time."""
+    groups = [
+        {"targets": [f"127.0.0.1:{spec.metrics_port}"], "labels": {"service": spec.name}}
+        for spec in specs
+        if spec.metrics_port is not None
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(groups, indent=2) + "\n")
+    return path
 
 
 def started_table(
