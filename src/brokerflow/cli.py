@@ -154,6 +154,7 @@ def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
         parse_time,
         replay_book,
         replay_exchange,
+        replay_exchange_worker,
     )
 
     try:
@@ -181,7 +182,12 @@ def _replay_command(settings: Settings, args: argparse.Namespace) -> int:
             to_time=parse_time(args.end) if args.end else None,
             symbol=args.symbol,
         )
-        report = asyncio.run(replay_exchange(settings, selection, args.rules))
+        if args.worker:
+            report = asyncio.run(
+                replay_exchange_worker(settings, selection, args.rules, keep=args.keep)
+            )
+        else:
+            report = asyncio.run(replay_exchange(settings, selection, args.rules))
     except ConfigError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
@@ -273,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--rules", help="today's rules file (default EXCHANGE_RULES_PATH, or the catalog)"
     )
+    replay.add_argument(
+        "--worker",
+        action="store_true",
+        help="run the range through a real exchange worker in a throwaway namespace",
+    )
+    replay.add_argument("--keep", action="store_true", help="with --worker: keep the namespace")
     replay.add_argument("--levels", type=int, default=10, help="book: levels a side")
     replay.add_argument("--json", action="store_true", help="book: JSON")
     replay.set_defaults(handler=_replay_command)

@@ -19,7 +19,12 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from brokerflow.exchange.io import commands_from_tape, publish_commands, read_topic
-from brokerflow.exchange.replay_log import Selection, replay_book, replay_exchange
+from brokerflow.exchange.replay_log import (
+    Selection,
+    replay_book,
+    replay_exchange,
+    replay_exchange_worker,
+)
 from brokerflow.settings import Settings
 from brokerflow.tapes import orders as tapegen
 from brokerflow.topics import catalog
@@ -151,3 +156,62 @@ def test_replay_finds_the_run_identical_and_a_changed_tick_size_at_its_first_ord
     assert [[level["price"], level["quantity"]] for level in last["asks"]] == [
         row[:2] for row in book["asks"]
     ]
+
+
+def test_the_real_worker_in_a_throwaway_namespace_reproduces_a_mid_stream_range(
+    settings: Settings, unique: str, tmp_path: Path
+) -> None:
+    exchange = isolated_exchange(settings, unique, tmp_path, "rw")
+    isolated = exchange.settings
+    lines = tapegen.generate_tape(600, seed=3)
+    expected_trades, _ = replayed_by_symbol(lines, exchange.rules_path)
+    worker = exchange.start_worker("w1")
+    try:
+        asyncio.run(publish_commands(isolated, lines))
+        trades = sum(len(v) for v in expected_trades.values())
+        asyncio.run(read_topic(isolated, catalog(isolated).trade_executions.name, min_count=trades))
+    finally:
+        stop(worker)
+    rules = str(exchange.rules_path)
+    positions = _positions(isolated, lines)
+    thirds = {p: max(o for q, o in positions if q == p) // 3 for p, _ in positions}
+
+    same = asyncio.run(
+        replay_exchange_worker(isolated, Selection(from_offsets=thirds), rules, timeout_s=180)
+    )
+    assert same.divergence is None, same.lines()
+    assert same.commands_before == sum(thirds.values())
+    assert same.events > 0
+
+    changed = json.loads(Path(rules).read_text())
+    changed["PETR4"]["tickSize"] = "0.05"
+    changed_path = tmp_path / "changed.json"
+    changed_path.write_text(json.dumps(changed))
+    commands = commands_from_tape(lines)
+    first = next(
+        index
+        for index, command in enumerate(commands)
+        if command.__dict__["symbol"] == "PETR4"
+        and command.__dict__.get("price") is not None
+        and Decimal(command.__dict__["price"]) % Decimal("0.05") != 0
+    )
+    caught = asyncio.run(
+        replay_exchange_worker(isolated, Selection(), str(changed_path), timeout_s=180)
+    )
+    assert caught.divergence is not None
+    assert caught.divergence.command == positions[first]
+    assert caught.divergence.replayed is not None
+    assert caught.divergence.replayed["reason"] == "TICK_SIZE"
+
+    # Nothing of either namespace is left on the broker.
+    async def leftovers() -> list[str]:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=isolated.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            return [t for t in await admin.list_topics() if t.startswith("replay-") and unique in t]
+        finally:
+            await admin.close()
+
+    assert asyncio.run(leftovers()) == []

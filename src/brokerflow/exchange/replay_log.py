@@ -9,16 +9,25 @@ and ``trade-executions-v1``, record for record per symbol (:mod:`.replaycheck`).
 exit 0. Different: the first divergent record, the command that caused it and both versions,
 exit 1.
 
+With ``--worker`` the range runs through the real exchange worker instead (``faust -A
+brokerflow.app worker``), in a throwaway namespace of its own (prefixed topics, Faust app id
+and consumer group, data folder, web port): the commands before and in the range are copied
+there, each to its original partition with its key, bytes and timestamp, the worker matches
+them all, and its outputs for the range are compared the same way. The namespace is deleted
+after, unless ``--keep``. The pure run still tags each event with its command, which names the
+input of a divergence.
+
 ``brokerflow replay book SYMBOL --at OFFSET|TIME`` prints the symbol's book as it stood after
 the command at that offset of its partition (or the last command at or before that time),
 rebuilt from the log.
 
-Everything is read ``read_committed`` from the topics and computed in this process: nothing is
-written, so there is no namespace to clean up.
+Without ``--worker`` everything is read ``read_committed`` and computed in this process:
+nothing is written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import defaultdict
@@ -28,12 +37,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from brokerflow.errors import ConfigError, SchemaError
 from brokerflow.exchange.replaycheck import (
     CommandRecord,
     Divergence,
+    ReplayResult,
     book_at,
     first_divergence,
     replay_range,
@@ -160,6 +171,8 @@ class ReplayReport:
     symbols: list[str]
     divergence: Divergence | None
     seconds: float
+    #: With --worker --keep: where the copy and the worker's outputs stay.
+    namespace: str | None = None
 
     def lines(self) -> list[str]:
         head = (
@@ -168,9 +181,10 @@ class ReplayReport:
             f"{self.events} events on {len(self.symbols)} symbols in {self.seconds:.2f} s "
             f"({self.commands / self.seconds if self.seconds else 0:,.0f} commands/s)"
         )
+        kept = [f"kept: {self.namespace}"] if self.namespace else []
         if self.divergence is None:
-            return [head, "identical: every event equals the recorded one"]
-        return [head, "DIFFERENT: first divergent record:", self.divergence.describe()]
+            return [head, "identical: every event equals the recorded one", *kept]
+        return [head, "DIFFERENT: first divergent record:", self.divergence.describe(), *kept]
 
 
 async def replay_exchange(
@@ -206,6 +220,190 @@ async def replay_exchange(
         symbols=sorted(result.events),
         divergence=divergence,
         seconds=time.perf_counter() - started,
+    )
+
+
+async def _copy(settings: Settings, target: Settings, records: list[_Raw]) -> None:
+    """The records into ``target``'s command topic, each to its own partition, as they were."""
+    from brokerflow.kafka_io import producer
+    from brokerflow.topics import ensure_topics
+
+    await ensure_topics(target)
+    topic = catalog(target).order_commands.name
+    async with producer(target, enable_idempotence=True, acks="all", linger_ms=5) as writer:
+        futures = [
+            await writer.send(
+                topic, r.value, key=r.key, partition=r.partition, timestamp_ms=r.timestamp_ms
+            )
+            for r in records
+        ]
+        for future in futures:
+            await future
+
+
+async def _worker_done(
+    target: Settings, app_id: str, expected: dict[int, int], timeout_s: float
+) -> None:
+    """Until the worker's committed state says every copied command was processed.
+
+    The group's committed offsets are no signal (the worker may leave its last record to be
+    re-read and skipped as a duplicate); the next offset it stores per partition, in the same
+    transaction as the command's outputs, is.
+    """
+    from brokerflow.exchange.state import next_offset
+
+    changelog = f"{app_id}-engine_state_by_symbol-changelog"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done: dict[int, int] = {}
+        try:
+            latest: dict[int, dict[bytes, bytes]] = defaultdict(dict)
+            for raw in await _read(target, changelog, sorted(expected)):
+                if raw.key is not None and raw.value is not None:
+                    latest[raw.partition][raw.key] = raw.value
+            for partition, items in latest.items():
+                done[partition] = next_offset(items.items()) or 0
+        except KafkaError:
+            pass  # the changelog topic is created by the worker as it starts
+        left = sum(max(0, end - done.get(p, 0)) for p, end in expected.items())
+        if left == 0:
+            return
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"the replay worker did not finish within {timeout_s:.0f} s ({left} commands "
+                "left); see its log (--keep keeps it)"
+            )
+        await asyncio.sleep(1.0)
+
+
+async def replay_exchange_worker(
+    settings: Settings,
+    selection: Selection,
+    rules_path: str | None = None,
+    *,
+    keep: bool = False,
+    timeout_s: float = 600.0,
+) -> ReplayReport:
+    """:func:`replay_exchange`, the range run by a real worker in a namespace of its own."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import sys
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from brokerflow.topics import delete_topics
+
+    started = time.perf_counter()
+    topics = catalog(settings)
+    symbol = selection.symbol.upper() if selection.symbol else None
+    partitions = _partitions(settings, symbol)
+    log = await _read(settings, topics.order_commands.name, partitions)
+    if symbol is not None:
+        log = [r for r in log if r.key == symbol.encode()]
+    before_raw = [r for r in log if selection.before(r)]
+    chosen_raw = [r for r in log if not selection.before(r) and selection.contains(r)]
+    if not chosen_raw:
+        raise ConfigError("the selection holds no command; check the offsets, times or symbol")
+    unique = uuid.uuid4().hex[:8]
+    app_id = f"replay-{unique}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"brokerflow-{app_id}-"))
+    target = settings.model_copy(update={"topic_prefix": f"{app_id}-{settings.topic_prefix}"})
+    # Only what the range needs: its commands and the ones before them, nothing after.
+    await _copy(settings, target, before_raw + chosen_raw)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    rules = exchange_rules(settings, rules_path)
+    rules_file = workdir / "rules.json"
+    rules_file.write_text(
+        json.dumps({name: rule.to_wire() for name, rule in rules.items()}, indent=1)
+    )
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "TOPIC_PREFIX": target.topic_prefix,
+        "TOPIC_PARTITIONS": str(settings.topic_partitions),
+        "EXCHANGE_APP_ID": app_id,
+        "EXCHANGE_DATA_DIR": str(workdir / "data"),
+        "EXCHANGE_WEB_PORT_BASE": str(port),
+        "EXCHANGE_RULES_PATH": str(rules_file),
+        "EXCHANGE_SESSION_SYMBOLS": "",  # closes come from the copied log, not a timer
+        "METRICS_PORT": "0",
+    }
+    faust = str(Path(sys.executable).with_name("faust"))
+    log_file = (workdir / "worker.log").open("wb")
+    worker = await asyncio.create_subprocess_exec(
+        faust,
+        "-A",
+        "brokerflow.app",
+        "worker",
+        "-l",
+        "info",
+        env=env,
+        cwd=workdir,
+        stdout=log_file,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        copied: dict[int, int] = defaultdict(int)
+        for r in before_raw + chosen_raw:
+            copied[r.partition] += 1
+        await _worker_done(target, app_id, dict(copied), timeout_s)
+        pure = replay_range(
+            [_command(r) for r in before_raw], [_command(r) for r in chosen_raw], rules
+        )
+        replayed: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for topic in (catalog(target).order_events.name, catalog(target).trade_executions.name):
+            for raw in await _read(target, topic, partitions):
+                event = json.loads(raw.value)
+                replayed[str(event.get("symbol"))].append(event)
+        # The worker's events of the range, tagged with the pure run's commands by sequence.
+        tags = {(s, int(e["sequence"])): pos for s, evs in pure.events.items() for e, pos in evs}
+        result = ReplayResult()
+        result.start_sequence = dict(pure.start_sequence)
+        result.last_time = dict(pure.last_time)
+        result.commands, result.skipped = pure.commands, pure.skipped
+        for name, events in replayed.items():
+            start = pure.start_sequence.get(name)
+            if start is None:
+                continue
+            for event in sorted(events, key=lambda e: int(e["sequence"])):
+                if int(event["sequence"]) > start:
+                    position = tags.get((name, int(event["sequence"])), (-1, -1))
+                    result.events[name].append((event, position))
+        recorded: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for topic in (topics.order_events.name, topics.trade_executions.name):
+            for raw in await _read(settings, topic, partitions):
+                event = json.loads(raw.value)
+                if symbol is None or event.get("symbol") == symbol:
+                    recorded[str(event.get("symbol"))].append(event)
+        if symbol is not None:
+            result.start_sequence = {s: v for s, v in result.start_sequence.items() if s == symbol}
+        divergence = first_divergence(recorded, result)
+    finally:
+        if worker.returncode is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(worker.wait(), 60)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+        log_file.close()
+        if not keep:
+            await delete_topics(settings, lambda name: name.startswith(app_id))
+            shutil.rmtree(workdir, ignore_errors=True)
+    return ReplayReport(
+        commands_before=len(before_raw),
+        commands=result.commands,
+        skipped=result.skipped,
+        events=sum(len(v) for v in result.events.values()),
+        symbols=sorted(result.events),
+        divergence=divergence,
+        seconds=time.perf_counter() - started,
+        namespace=None if not keep else f"{target.topic_prefix} (worker log {workdir}/worker.log)",
     )
 
 
