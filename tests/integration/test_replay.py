@@ -30,6 +30,7 @@ from brokerflow.tapes import orders as tapegen
 from brokerflow.topics import catalog
 
 from .exchange_workers import (
+    IsolatedExchange,
     isolated_exchange,
     kafka_settings,
     replayed_book_by_symbol,
@@ -60,22 +61,49 @@ def _positions(settings: Settings, lines: list[str]) -> list[tuple[int, int]]:
     return found
 
 
+def _recorded_run(
+    settings: Settings, unique: str, tmp_path: Path, prefix: str, count: int, seed: int
+) -> tuple[IsolatedExchange, list[str]]:
+    """A generated tape through a real worker, to its last trade; the worker stopped after."""
+    exchange = isolated_exchange(settings, unique, tmp_path, prefix)
+    lines = tapegen.generate_tape(count, seed=seed)
+    expected_trades, _ = replayed_by_symbol(lines, exchange.rules_path)
+    trades = sum(len(v) for v in expected_trades.values())
+    worker = exchange.start_worker("w1")
+    try:
+        asyncio.run(publish_commands(exchange.settings, lines))
+        topic = catalog(exchange.settings).trade_executions.name
+        asyncio.run(read_topic(exchange.settings, topic, min_count=trades))
+    finally:
+        stop(worker)
+    return exchange, lines
+
+
+def _petr4_tick_changed(rules: str, tmp_path: Path, lines: list[str]) -> tuple[str, int]:
+    """A rules file with PETR4's tick at 0.05, and the index of the first tape command it
+    affects: the first PETR4 command priced off that grid."""
+    changed = json.loads(Path(rules).read_text())
+    changed["PETR4"]["tickSize"] = "0.05"
+    path = tmp_path / "changed.json"
+    path.write_text(json.dumps(changed))
+    first = next(
+        index
+        for index, command in enumerate(commands_from_tape(lines))
+        if command.__dict__["symbol"] == "PETR4"
+        and command.__dict__.get("price") is not None
+        and Decimal(command.__dict__["price"]) % Decimal("0.05") != 0
+    )
+    return str(path), first
+
+
 def test_replay_finds_the_run_identical_and_a_changed_tick_size_at_its_first_order(
     settings: Settings, unique: str, tmp_path: Path
 ) -> None:
-    exchange = isolated_exchange(settings, unique, tmp_path, "rp")
+    exchange, lines = _recorded_run(settings, unique, tmp_path, "rp", 2000, 7)
     isolated = exchange.settings
-    lines = tapegen.generate_tape(2000, seed=7)
-    expected_trades, _ = replayed_by_symbol(lines, exchange.rules_path)
-    worker = exchange.start_worker("w1")
-    try:
-        asyncio.run(publish_commands(isolated, lines))
-        trades = sum(len(v) for v in expected_trades.values())
-        asyncio.run(read_topic(isolated, catalog(isolated).trade_executions.name, min_count=trades))
-        events = asyncio.run(read_topic(isolated, catalog(isolated).order_events.name))
-        assert len(events) > 2000
-    finally:
-        stop(worker)
+    events = asyncio.run(read_topic(isolated, catalog(isolated).order_events.name))
+    assert len(events) > 2000
+    trades = len(asyncio.run(read_topic(isolated, catalog(isolated).trade_executions.name)))
     rules = str(exchange.rules_path)
 
     whole = asyncio.run(replay_exchange(isolated, Selection(), rules))
@@ -93,19 +121,9 @@ def test_replay_finds_the_run_identical_and_a_changed_tick_size_at_its_first_ord
 
     # Today's rules with PETR4's tick at 0.05: the first PETR4 order priced off that grid (found
     # here from the tape) is where the replay must part from the recording.
-    changed = json.loads(Path(rules).read_text())
-    changed["PETR4"]["tickSize"] = "0.05"
-    changed_path = tmp_path / "changed.json"
-    changed_path.write_text(json.dumps(changed))
+    changed_path, first = _petr4_tick_changed(rules, tmp_path, lines)
     commands = commands_from_tape(lines)
-    first = next(
-        index
-        for index, command in enumerate(commands)
-        if command.__dict__["symbol"] == "PETR4"
-        and command.__dict__.get("price") is not None
-        and Decimal(command.__dict__["price"]) % Decimal("0.05") != 0
-    )
-    caught = asyncio.run(replay_exchange(isolated, Selection(), str(changed_path)))
+    caught = asyncio.run(replay_exchange(isolated, Selection(), changed_path))
     assert caught.divergence is not None
     assert caught.divergence.symbol == "PETR4"
     assert caught.divergence.command == positions[first]
@@ -131,7 +149,7 @@ def test_replay_finds_the_run_identical_and_a_changed_tick_size_at_its_first_ord
     assert same.returncode == 0, same.stdout + same.stderr
     assert "identical" in same.stdout
     differ = subprocess.run(
-        [BROKERFLOW, "replay", "exchange", "--rules", str(changed_path)],
+        [BROKERFLOW, "replay", "exchange", "--rules", changed_path],
         env=env,
         capture_output=True,
         text=True,
@@ -161,17 +179,8 @@ def test_replay_finds_the_run_identical_and_a_changed_tick_size_at_its_first_ord
 def test_the_real_worker_in_a_throwaway_namespace_reproduces_a_mid_stream_range(
     settings: Settings, unique: str, tmp_path: Path
 ) -> None:
-    exchange = isolated_exchange(settings, unique, tmp_path, "rw")
+    exchange, lines = _recorded_run(settings, unique, tmp_path, "rw", 600, 3)
     isolated = exchange.settings
-    lines = tapegen.generate_tape(600, seed=3)
-    expected_trades, _ = replayed_by_symbol(lines, exchange.rules_path)
-    worker = exchange.start_worker("w1")
-    try:
-        asyncio.run(publish_commands(isolated, lines))
-        trades = sum(len(v) for v in expected_trades.values())
-        asyncio.run(read_topic(isolated, catalog(isolated).trade_executions.name, min_count=trades))
-    finally:
-        stop(worker)
     rules = str(exchange.rules_path)
     positions = _positions(isolated, lines)
     thirds = {p: max(o for q, o in positions if q == p) // 3 for p, _ in positions}
@@ -183,21 +192,8 @@ def test_the_real_worker_in_a_throwaway_namespace_reproduces_a_mid_stream_range(
     assert same.commands_before == sum(thirds.values())
     assert same.events > 0
 
-    changed = json.loads(Path(rules).read_text())
-    changed["PETR4"]["tickSize"] = "0.05"
-    changed_path = tmp_path / "changed.json"
-    changed_path.write_text(json.dumps(changed))
-    commands = commands_from_tape(lines)
-    first = next(
-        index
-        for index, command in enumerate(commands)
-        if command.__dict__["symbol"] == "PETR4"
-        and command.__dict__.get("price") is not None
-        and Decimal(command.__dict__["price"]) % Decimal("0.05") != 0
-    )
-    caught = asyncio.run(
-        replay_exchange_worker(isolated, Selection(), str(changed_path), timeout_s=180)
-    )
+    changed_path, first = _petr4_tick_changed(rules, tmp_path, lines)
+    caught = asyncio.run(replay_exchange_worker(isolated, Selection(), changed_path, timeout_s=180))
     assert caught.divergence is not None
     assert caught.divergence.command == positions[first]
     assert caught.divergence.replayed is not None

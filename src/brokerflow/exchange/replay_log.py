@@ -187,40 +187,72 @@ class ReplayReport:
         return [head, "DIFFERENT: first divergent record:", self.divergence.describe(), *kept]
 
 
-async def replay_exchange(
-    settings: Settings, selection: Selection, rules_path: str | None = None
-) -> ReplayReport:
-    started = time.perf_counter()
-    topics = catalog(settings)
+@dataclass
+class _Range:
+    """The commands of a selection: the ones before it (its starting state) and its own."""
+
+    symbol: str | None
+    partitions: list[int]
+    before: list[_Raw]
+    chosen: list[_Raw]
+
+
+async def _select(settings: Settings, selection: Selection) -> _Range:
     symbol = selection.symbol.upper() if selection.symbol else None
     partitions = _partitions(settings, symbol)
-    log = await _read(settings, topics.order_commands.name, partitions)
+    log = await _read(settings, catalog(settings).order_commands.name, partitions)
     if symbol is not None:
         log = [r for r in log if r.key == symbol.encode()]
-    before = [_command(r) for r in log if selection.before(r)]
-    chosen = [_command(r) for r in log if not selection.before(r) and selection.contains(r)]
+    before = [r for r in log if selection.before(r)]
+    chosen = [r for r in log if not selection.before(r) and selection.contains(r)]
     if not chosen:
         raise ConfigError("the selection holds no command; check the offsets, times or symbol")
-    rules = exchange_rules(settings, rules_path)
-    result = replay_range(before, chosen, rules)
-    recorded: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    return _Range(symbol, partitions, before, chosen)
+
+
+async def _events(
+    settings: Settings, partitions: list[int], symbol: str | None
+) -> dict[str, list[dict[str, Any]]]:
+    """The order events and trades of these partitions, per symbol (one sequence each)."""
+    topics = catalog(settings)
+    found: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for topic in (topics.order_events.name, topics.trade_executions.name):
         for raw in await _read(settings, topic, partitions):
             event = json.loads(raw.value)
             if symbol is None or event.get("symbol") == symbol:
-                recorded[str(event.get("symbol"))].append(event)
-    if symbol is not None:
-        result.start_sequence = {s: v for s, v in result.start_sequence.items() if s == symbol}
-    divergence = first_divergence(recorded, result)
+                found[str(event.get("symbol"))].append(event)
+    return found
+
+
+def _report(
+    picked: _Range, result: ReplayResult, recorded: dict[str, list[dict[str, Any]]], started: float
+) -> ReplayReport:
+    if picked.symbol is not None:
+        result.start_sequence = {
+            s: v for s, v in result.start_sequence.items() if s == picked.symbol
+        }
     return ReplayReport(
-        commands_before=len(before),
+        commands_before=len(picked.before),
         commands=result.commands,
         skipped=result.skipped,
         events=sum(len(v) for v in result.events.values()),
         symbols=sorted(result.events),
-        divergence=divergence,
+        divergence=first_divergence(recorded, result),
         seconds=time.perf_counter() - started,
     )
+
+
+async def replay_exchange(
+    settings: Settings, selection: Selection, rules_path: str | None = None
+) -> ReplayReport:
+    started = time.perf_counter()
+    picked = await _select(settings, selection)
+    rules = exchange_rules(settings, rules_path)
+    result = replay_range(
+        [_command(r) for r in picked.before], [_command(r) for r in picked.chosen], rules
+    )
+    recorded = await _events(settings, picked.partitions, picked.symbol)
+    return _report(picked, result, recorded, started)
 
 
 async def _copy(settings: Settings, target: Settings, records: list[_Raw]) -> None:
@@ -297,16 +329,8 @@ async def replay_exchange_worker(
     from brokerflow.topics import delete_topics
 
     started = time.perf_counter()
-    topics = catalog(settings)
-    symbol = selection.symbol.upper() if selection.symbol else None
-    partitions = _partitions(settings, symbol)
-    log = await _read(settings, topics.order_commands.name, partitions)
-    if symbol is not None:
-        log = [r for r in log if r.key == symbol.encode()]
-    before_raw = [r for r in log if selection.before(r)]
-    chosen_raw = [r for r in log if not selection.before(r) and selection.contains(r)]
-    if not chosen_raw:
-        raise ConfigError("the selection holds no command; check the offsets, times or symbol")
+    picked = await _select(settings, selection)
+    before_raw, chosen_raw = picked.before, picked.chosen
     unique = uuid.uuid4().hex[:8]
     app_id = f"replay-{unique}"
     workdir = Path(tempfile.mkdtemp(prefix=f"brokerflow-{app_id}-"))
@@ -355,11 +379,7 @@ async def replay_exchange_worker(
         pure = replay_range(
             [_command(r) for r in before_raw], [_command(r) for r in chosen_raw], rules
         )
-        replayed: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for topic in (catalog(target).order_events.name, catalog(target).trade_executions.name):
-            for raw in await _read(target, topic, partitions):
-                event = json.loads(raw.value)
-                replayed[str(event.get("symbol"))].append(event)
+        replayed = await _events(target, picked.partitions, None)
         # The worker's events of the range, tagged with the pure run's commands by sequence.
         tags = {(s, int(e["sequence"])): pos for s, evs in pure.events.items() for e, pos in evs}
         result = ReplayResult()
@@ -374,15 +394,9 @@ async def replay_exchange_worker(
                 if int(event["sequence"]) > start:
                     position = tags.get((name, int(event["sequence"])), (-1, -1))
                     result.events[name].append((event, position))
-        recorded: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for topic in (topics.order_events.name, topics.trade_executions.name):
-            for raw in await _read(settings, topic, partitions):
-                event = json.loads(raw.value)
-                if symbol is None or event.get("symbol") == symbol:
-                    recorded[str(event.get("symbol"))].append(event)
-        if symbol is not None:
-            result.start_sequence = {s: v for s, v in result.start_sequence.items() if s == symbol}
-        divergence = first_divergence(recorded, result)
+        report = _report(
+            picked, result, await _events(settings, picked.partitions, picked.symbol), started
+        )
     finally:
         if worker.returncode is None:
             worker.send_signal(signal.SIGTERM)
@@ -395,16 +409,9 @@ async def replay_exchange_worker(
         if not keep:
             await delete_topics(settings, lambda name: name.startswith(app_id))
             shutil.rmtree(workdir, ignore_errors=True)
-    return ReplayReport(
-        commands_before=len(before_raw),
-        commands=result.commands,
-        skipped=result.skipped,
-        events=sum(len(v) for v in result.events.values()),
-        symbols=sorted(result.events),
-        divergence=divergence,
-        seconds=time.perf_counter() - started,
-        namespace=None if not keep else f"{target.topic_prefix} (worker log {workdir}/worker.log)",
-    )
+    if keep:
+        report.namespace = f"{target.topic_prefix} (worker log {workdir}/worker.log)"
+    return report
 
 
 async def replay_book(

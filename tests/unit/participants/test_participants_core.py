@@ -65,6 +65,21 @@ def fill(order_id: str, quantity: str, leaves: str, filled: str) -> OrderFilled:
     )
 
 
+def rejected(order_id: str, reason: str, detail: str = "") -> OrderRejected:
+    return OrderRejected(
+        order_id=order_id,
+        account_id="mm-1",
+        symbol="PETR4",
+        status=OrderStatus.REJECTED,
+        sequence=10,
+        filled_quantity=Decimal(0),
+        leaves_quantity=Decimal(0),
+        reason=reason,
+        detail=detail,
+        event_time=NOW,
+    )
+
+
 def test_the_mid_is_the_quotes_middle_else_the_last_price() -> None:
     assert mid_price(Decimal("37.99"), Decimal("38.01"), Decimal("40")) == Decimal("38.00")
     assert mid_price(None, Decimal("38.01"), Decimal("38.50")) == Decimal("38.50")
@@ -138,18 +153,7 @@ def test_at_its_inventory_limit_it_stops_bidding_until_it_sells() -> None:
 def test_a_refused_cancel_leaves_the_order_resting() -> None:
     mm = maker()
     bid_1, *_ = mm.on_mid(Decimal("38.00"), NOW)
-    lost = OrderRejected(
-        order_id=bid_1.order_id,
-        account_id="mm-1",
-        symbol="PETR4",
-        status=OrderStatus.REJECTED,
-        sequence=10,
-        filled_quantity=Decimal(0),
-        leaves_quantity=Decimal(100),
-        reason="UNKNOWN_ORDER",
-        detail="CancelOrder: the order is not on the book",
-        event_time=NOW,
-    )
+    lost = rejected(bid_1.order_id, "UNKNOWN_ORDER", "CancelOrder: the order is not on the book")
     assert mm.on_event(lost) is False
     assert bid_1.order_id in mm.resting
 
@@ -184,17 +188,7 @@ def test_a_taker_sends_market_ioc_orders_sized_at_the_mid_the_same_for_the_same_
 def test_a_refused_order_leaves_a_gap_for_the_next_refresh_not_an_instant_resend() -> None:
     mm = maker()
     bid_1, *_ = mm.on_mid(Decimal("38.00"), NOW)
-    refused = OrderRejected(
-        order_id=bid_1.order_id,
-        account_id="mm-1",
-        symbol="PETR4",
-        status=OrderStatus.REJECTED,
-        sequence=10,
-        filled_quantity=Decimal(0),
-        leaves_quantity=Decimal(0),
-        reason="MARKET_CLOSED",
-        event_time=NOW,
-    )
+    refused = rejected(bid_1.order_id, "MARKET_CLOSED")
     assert mm.on_event(refused) is False
     assert bid_1.order_id not in mm.resting
     assert places(mm.refill(NOW)) == [("BUY", "37.96", "100")]
