@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from brokerflow.api import create_app
 from brokerflow.kafka_io import consumer, producer
+from brokerflow.projections import run_projector
 from brokerflow.schemas import decode
 from brokerflow.schemas.accounts import (
     DepositCash,
@@ -44,6 +45,8 @@ from brokerflow.schemas.base import Message
 from brokerflow.schemas.orders import Side
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, ensure_topics
+
+from .exchange_workers import IsolatedExchange, isolated_exchange, stop
 
 PASSWORD = "correct-horse-42"
 LIMIT_BUY = {"symbol": "PETR4", "side": "BUY", "type": "LIMIT", "quantity": "100", "price": "38.12"}
@@ -148,6 +151,81 @@ async def api_namespace(
             yield Api(isolated, client, agent, db)
     finally:
         await delete_redis_keys(settings, unique)  # the stack's Redis, whatever the test set
+
+
+@dataclass
+class LiveSystem:
+    """A real exchange worker (with the accounts agent), the API on its namespace and, unless
+    asked not to, the read-model projector: the broker as ``brokerflow run`` wires it."""
+
+    api: Api
+    exchange: IsolatedExchange
+    worker: Any  # the worker's subprocess.Popen
+    projector: asyncio.Task[Any] | None
+    projector_stop: asyncio.Event
+
+    @property
+    def settings(self) -> Settings:
+        return self.api.settings
+
+    async def stop_projector(self) -> None:
+        self.projector_stop.set()
+        if self.projector is not None:
+            await asyncio.wait_for(self.projector, 30)
+
+
+@asynccontextmanager
+async def live_system(
+    settings: Settings,
+    unique: str,
+    db: AsyncDatabase,
+    workdir: Any,
+    prefix: str,
+    *,
+    projector: bool = True,
+    **overrides: Any,
+) -> AsyncIterator[LiveSystem]:
+    """The worker uses the instrument catalog's rules (as the API's checks do) and commits every
+    0.1 s; the API waits up to 20 s for a decision (the worker's start-up). On failure the
+    worker's log is printed."""
+    exchange = await asyncio.to_thread(
+        isolated_exchange,
+        settings,
+        unique,
+        workdir,
+        prefix,
+        EXCHANGE_RULES_PATH="",
+        EXCHANGE_COMMIT_INTERVAL_S="0.1",
+    )
+    worker = exchange.start_worker("w1")
+    stop_projector = asyncio.Event()
+    try:
+        async with api_namespace(
+            settings,
+            unique,
+            db,
+            stand_in=False,
+            topic_prefix=exchange.settings.topic_prefix,
+            topic_partitions=exchange.settings.topic_partitions,
+            api_decision_wait_ms=20_000,
+            exchange_app_id=exchange.env["EXCHANGE_APP_ID"],
+            **overrides,
+        ) as api:
+            task = (
+                asyncio.create_task(run_projector(api.settings, stop_projector))
+                if projector
+                else None
+            )
+            system = LiveSystem(api, exchange, worker, task, stop_projector)
+            yield system
+            await system.stop_projector()
+    except BaseException:
+        print(exchange.log("w1")[-6000:])
+        raise
+    finally:
+        stop_projector.set()
+        with contextlib.suppress(Exception):
+            stop(worker)
 
 
 async def funded_user(

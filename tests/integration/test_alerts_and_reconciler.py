@@ -9,7 +9,6 @@ run one at a time so each assertion is about one pass.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +22,6 @@ from brokerflow.api.orders import new_order_document
 from brokerflow.exchange.io import read_topic
 from brokerflow.kafka_io import producer, publish
 from brokerflow.metrics import metric_value
-from brokerflow.projections import run_projector
 from brokerflow.reconciler import Reconciler
 from brokerflow.reconciler.compare import Discrepancy, Field, Source
 from brokerflow.schemas import decode
@@ -34,8 +32,8 @@ from brokerflow.schemas.trades import TradeExecuted
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog
 
-from .api_harness import User, api_namespace, funded_user, sign_up
-from .exchange_workers import isolated_exchange, stop
+from .api_harness import User, api_namespace, funded_user, live_system, sign_up
+from .exchange_workers import stop
 from .test_broker_end_to_end import eventually, get
 
 pytestmark = pytest.mark.integration
@@ -225,196 +223,163 @@ async def test_alerts_fire_once_survive_a_restart_and_stay_private(
 async def test_reconciler_resends_stuck_requests_and_names_tampered_fields(
     settings: Settings, unique: str, mongo_db: AsyncDatabase, tmp_path: Path
 ) -> None:
-    exchange = await asyncio.to_thread(
-        isolated_exchange,
-        settings,
-        unique,
-        tmp_path,
-        "rec",
-        EXCHANGE_RULES_PATH="",
-        EXCHANGE_COMMIT_INTERVAL_S="0.1",
-    )
-    worker = exchange.start_worker("w1")
-    stop_projector = asyncio.Event()
-    try:
-        async with api_namespace(
-            settings,
-            unique,
-            mongo_db,
-            stand_in=False,
-            topic_prefix=exchange.settings.topic_prefix,
-            topic_partitions=exchange.settings.topic_partitions,
-            api_decision_wait_ms=20_000,
-            exchange_app_id=exchange.env["EXCHANGE_APP_ID"],
-            reconciler_grace_s=0,
-        ) as api:
-            projector = asyncio.create_task(run_projector(api.settings, stop_projector))
-            client = api.client
-            ana = await funded_user(api, "ana", amount="10000.00")
-            bruno = await sign_up(client, "bruno")
-            moved = await client.post(
-                "/api/v1/account/custody-transfers",
-                json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
-                headers=bruno.auth,
-            )
-            assert moved.status_code in (201, 202), moved.text
+    async with live_system(
+        settings, unique, mongo_db, tmp_path, "rec", reconciler_grace_s=0
+    ) as system:
+        api = system.api
+        client = api.client
+        ana = await funded_user(api, "ana", amount="10000.00")
+        bruno = await sign_up(client, "bruno")
+        moved = await client.post(
+            "/api/v1/account/custody-transfers",
+            json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
+            headers=bruno.auth,
+        )
+        assert moved.status_code in (201, 202), moved.text
 
-            # An order the API wrote but whose request never reached Kafka, 2 minutes ago.
-            stuck = RequestOrder(
-                request_id="stuck-1",
-                order_id="stuck-1",
-                account_id=ana.account_id,
-                symbol="PETR4",
-                side="BUY",
-                order_type="LIMIT",
-                quantity="100",
-                price="38.00",
-                event_time=datetime.now(UTC) - timedelta(minutes=2),
+        # An order the API wrote but whose request never reached Kafka, 2 minutes ago.
+        stuck = RequestOrder(
+            request_id="stuck-1",
+            order_id="stuck-1",
+            account_id=ana.account_id,
+            symbol="PETR4",
+            side="BUY",
+            order_type="LIMIT",
+            quantity="100",
+            price="38.00",
+            event_time=datetime.now(UTC) - timedelta(minutes=2),
+        )
+        await api.db["orders"].insert_one(new_order_document(stuck, ana.user_id))
+        async with producer(api.settings, enable_idempotence=True, acks="all") as writer:
+            reconciler = Reconciler(api.settings, api.db, writer)
+            before = metric_value("reconciler_republished_total", command="RequestOrder")
+            resent = await reconciler.orders_pass(datetime.now(UTC))
+            assert (resent.orders, resent.cancels) == (["stuck-1"], [])
+            assert (
+                metric_value("reconciler_republished_total", command="RequestOrder") - before == 1
             )
-            await api.db["orders"].insert_one(new_order_document(stuck, ana.user_id))
-            async with producer(api.settings, enable_idempotence=True, acks="all") as writer:
-                reconciler = Reconciler(api.settings, api.db, writer)
-                before = metric_value("reconciler_republished_total", command="RequestOrder")
-                resent = await reconciler.orders_pass(datetime.now(UTC))
-                assert (resent.orders, resent.cancels) == (["stuck-1"], [])
-                assert (
-                    metric_value("reconciler_republished_total", command="RequestOrder") - before
-                    == 1
-                )
-                # Decided by the real accounts agent (funds held: 100 x 38.00 + 1.14 fee), then
-                # accepted by the exchange.
-                await eventually(
-                    "the stuck order OPEN", lambda: _status(client, ana, "stuck-1", "OPEN")
-                )
-                assert (await reconciler.orders_pass(datetime.now(UTC))).orders == []
+            # Decided by the real accounts agent (funds held: 100 x 38.00 + 1.14 fee), then
+            # accepted by the exchange.
+            await eventually(
+                "the stuck order OPEN", lambda: _status(client, ana, "stuck-1", "OPEN")
+            )
+            assert (await reconciler.orders_pass(datetime.now(UTC))).orders == []
 
-                # A cancel the API accepted 2 minutes ago and that never got through.
-                await api.db["orders"].update_one(
-                    {"_id": "stuck-1"},
-                    {
-                        "$set": {
-                            "cancelRequestedAt": "2000-01-01T00:00:00.000000Z",
-                            "cancelRequestId": "cancel-stuck-1",
-                        }
+            # A cancel the API accepted 2 minutes ago and that never got through.
+            await api.db["orders"].update_one(
+                {"_id": "stuck-1"},
+                {
+                    "$set": {
+                        "cancelRequestedAt": "2000-01-01T00:00:00.000000Z",
+                        "cancelRequestId": "cancel-stuck-1",
+                    }
+                },
+            )
+            resent = await reconciler.orders_pass(datetime.now(UTC))
+            assert (resent.orders, resent.cancels) == ([], ["stuck-1"])
+            await eventually(
+                "the stuck order CANCELLED",
+                lambda: _status(client, ana, "stuck-1", "CANCELLED"),
+            )
+
+            async def projected() -> bool:
+                account = await get(client, ana, "/api/v1/account")
+                return Decimal(account["balances"]["BRL"]["held"]) == 0
+
+            await eventually("Ana's hold released in the read model", projected)
+
+            # Bruno sells to Ana: his proceeds settle D+2 (B3). Nobody acts after that; the
+            # daily sweep's SettleDue, on a date past it, turns them into settled cash.
+            for user, side in ((bruno, "SELL"), (ana, "BUY")):
+                placed = await client.post(
+                    "/api/v1/orders",
+                    json={
+                        "symbol": "PETR4",
+                        "side": side,
+                        "type": "LIMIT",
+                        "quantity": "100",
+                        "price": "38.00",
                     },
+                    headers=user.auth,
                 )
-                resent = await reconciler.orders_pass(datetime.now(UTC))
-                assert (resent.orders, resent.cancels) == ([], ["stuck-1"])
-                await eventually(
-                    "the stuck order CANCELLED",
-                    lambda: _status(client, ana, "stuck-1", "CANCELLED"),
+                assert placed.status_code == 202, placed.text
+                assert placed.json()["status"] == "ACCEPTED"
+
+            async def brl(user: User) -> dict[str, Decimal]:
+                account = await get(client, user, "/api/v1/account")
+                return {k: Decimal(v) for k, v in account["balances"].get("BRL", {}).items()}
+
+            async def proceeds_unsettled() -> bool:
+                return (await brl(bruno)).get("unsettledCash", Decimal(0)) > 0
+
+            await eventually("Bruno's proceeds unsettled", proceeds_unsettled)
+            await eventually("Ana's buy filled", lambda: _held_is_zero(client, ana))
+            before = await brl(bruno)
+            assert await reconciler.settlements_pass(datetime.now(UTC)) == [bruno.account_id]
+            swept = await reconciler.settlements_pass(datetime.now(UTC) + timedelta(days=7))
+            assert swept == [bruno.account_id]
+
+            async def settled() -> bool:
+                now = await brl(bruno)
+                return now["unsettledCash"] == 0 and now["cash"] == (
+                    before["cash"] + before["unsettledCash"]
                 )
 
-                async def projected() -> bool:
-                    account = await get(client, ana, "/api/v1/account")
-                    return Decimal(account["balances"]["BRL"]["held"]) == 0
+            await eventually("Bruno's proceeds settled by the sweep", settled)
+            assert await reconciler.settlements_pass(datetime.now(UTC)) == []
+            clean = await reconciler.balances_pass(datetime.now(UTC))
+            assert clean.discrepancies == []
+            assert clean.accounts == 2
+            assert clean.outcomes[("agent", "compared")] == 2
+            assert clean.outcomes[("read_model", "compared")] == 2
 
-                await eventually("Ana's hold released in the read model", projected)
+            await api.db["accounts"].update_one(
+                {"_id": ana.account_id}, {"$set": {"balances.BRL.cash": "9000.00"}}
+            )
+            await api.db["positions"].update_one(
+                {"_id": f"{bruno.account_id}|PETR4"}, {"$set": {"averagePrice": "31.00"}}
+            )
+            tampered = await reconciler.balances_pass(datetime.now(UTC))
+            assert sorted(tampered.discrepancies, key=lambda d: d.path) == [
+                Discrepancy(
+                    Source.READ_MODEL,
+                    ana.account_id,
+                    Field.CASH,
+                    "balances.BRL.cash",
+                    "6198.86",  # 10000.00 - 100 x 38.00 - 1.14 fees (0.03 % of 3800.00)
+                    "9000.00",
+                ),
+                Discrepancy(
+                    Source.READ_MODEL,
+                    bruno.account_id,
+                    Field.AVERAGE_PRICE,
+                    "positions.PETR4.averagePrice",
+                    "30.00",
+                    "31.00",
+                ),
+            ]
+            assert metric_value("reconciler_discrepancies", source="read_model", field="cash") == 1
+            assert metric_value("reconciler_discrepancies", source="agent", field="cash") == 0
+            assert metric_value("reconciler_discrepancy_count") == 2
 
-                # Bruno sells to Ana: his proceeds settle D+2 (B3). Nobody acts after that; the
-                # daily sweep's SettleDue, on a date past it, turns them into settled cash.
-                for user, side in ((bruno, "SELL"), (ana, "BUY")):
-                    placed = await client.post(
-                        "/api/v1/orders",
-                        json={
-                            "symbol": "PETR4",
-                            "side": side,
-                            "type": "LIMIT",
-                            "quantity": "100",
-                            "price": "38.00",
-                        },
-                        headers=user.auth,
-                    )
-                    assert placed.status_code == 202, placed.text
-                    assert placed.json()["status"] == "ACCEPTED"
-
-                async def brl(user: User) -> dict[str, Decimal]:
-                    account = await get(client, user, "/api/v1/account")
-                    return {k: Decimal(v) for k, v in account["balances"].get("BRL", {}).items()}
-
-                async def proceeds_unsettled() -> bool:
-                    return (await brl(bruno)).get("unsettledCash", Decimal(0)) > 0
-
-                await eventually("Bruno's proceeds unsettled", proceeds_unsettled)
-                await eventually("Ana's buy filled", lambda: _held_is_zero(client, ana))
-                before = await brl(bruno)
-                assert await reconciler.settlements_pass(datetime.now(UTC)) == [bruno.account_id]
-                swept = await reconciler.settlements_pass(datetime.now(UTC) + timedelta(days=7))
-                assert swept == [bruno.account_id]
-
-                async def settled() -> bool:
-                    now = await brl(bruno)
-                    return now["unsettledCash"] == 0 and now["cash"] == (
-                        before["cash"] + before["unsettledCash"]
-                    )
-
-                await eventually("Bruno's proceeds settled by the sweep", settled)
-                assert await reconciler.settlements_pass(datetime.now(UTC)) == []
-                clean = await reconciler.balances_pass(datetime.now(UTC))
-                assert clean.discrepancies == []
-                assert clean.accounts == 2
-                assert clean.outcomes[("agent", "compared")] == 2
-                assert clean.outcomes[("read_model", "compared")] == 2
-
-                await api.db["accounts"].update_one(
-                    {"_id": ana.account_id}, {"$set": {"balances.BRL.cash": "9000.00"}}
-                )
-                await api.db["positions"].update_one(
-                    {"_id": f"{bruno.account_id}|PETR4"}, {"$set": {"averagePrice": "31.00"}}
-                )
-                tampered = await reconciler.balances_pass(datetime.now(UTC))
-                assert sorted(tampered.discrepancies, key=lambda d: d.path) == [
-                    Discrepancy(
-                        Source.READ_MODEL,
-                        ana.account_id,
-                        Field.CASH,
-                        "balances.BRL.cash",
-                        "6198.86",  # 10000.00 - 100 x 38.00 - 1.14 fees (0.03 % of 3800.00)
-                        "9000.00",
-                    ),
-                    Discrepancy(
-                        Source.READ_MODEL,
-                        bruno.account_id,
-                        Field.AVERAGE_PRICE,
-                        "positions.PETR4.averagePrice",
-                        "30.00",
-                        "31.00",
-                    ),
-                ]
-                assert (
-                    metric_value("reconciler_discrepancies", source="read_model", field="cash") == 1
-                )
-                assert metric_value("reconciler_discrepancies", source="agent", field="cash") == 0
-                assert metric_value("reconciler_discrepancy_count") == 2
-
-                # An overloaded worker: requests wait in its backlog, so an order that only looks
-                # stuck (PENDING for minutes) is left alone rather than queued a second time.
-                assert stop(worker) == 0
-                backlog = [
-                    stuck.model_copy(update={"request_id": f"q-{n}", "order_id": f"q-{n}"})
-                    for n in range(2)
-                ]
-                commands = catalog(api.settings).account_commands.name
-                await publish(writer, commands, [(ana.account_id, r) for r in backlog])
-                waiting = stuck.model_copy(update={"request_id": "stuck-2", "order_id": "stuck-2"})
-                await api.db["orders"].insert_one(new_order_document(waiting, ana.user_id))
-                republished = metric_value("reconciler_republished_total", command="RequestOrder")
-                left = await reconciler.orders_pass(datetime.now(UTC))
-                assert (left.orders, left.cancels, left.queued) == ([], [], 1)
-                assert metric_value("reconciler_queued") == 1
-                assert (
-                    metric_value("reconciler_republished_total", command="RequestOrder")
-                    == republished
-                )
-            stop_projector.set()
-            await asyncio.wait_for(projector, 30)
-    except BaseException:
-        print(exchange.log("w1")[-6000:])
-        raise
-    finally:
-        stop_projector.set()
-        with contextlib.suppress(Exception):
-            stop(worker)
+            # An overloaded worker: requests wait in its backlog, so an order that only looks
+            # stuck (PENDING for minutes) is left alone rather than queued a second time.
+            assert stop(system.worker) == 0
+            backlog = [
+                stuck.model_copy(update={"request_id": f"q-{n}", "order_id": f"q-{n}"})
+                for n in range(2)
+            ]
+            commands = catalog(api.settings).account_commands.name
+            await publish(writer, commands, [(ana.account_id, r) for r in backlog])
+            waiting = stuck.model_copy(update={"request_id": "stuck-2", "order_id": "stuck-2"})
+            await api.db["orders"].insert_one(new_order_document(waiting, ana.user_id))
+            republished = metric_value("reconciler_republished_total", command="RequestOrder")
+            left = await reconciler.orders_pass(datetime.now(UTC))
+            assert (left.orders, left.cancels, left.queued) == ([], [], 1)
+            assert metric_value("reconciler_queued") == 1
+            assert (
+                metric_value("reconciler_republished_total", command="RequestOrder") == republished
+            )
 
 
 async def _held_is_zero(client: Any, user: User) -> bool:

@@ -25,8 +25,7 @@ from brokerflow.metrics import metric_value
 from brokerflow.notifications import NotificationStore, run_notifications
 from brokerflow.settings import Settings
 
-from .api_harness import Api, User, api_namespace, funded_user, sign_up
-from .exchange_workers import isolated_exchange, stop
+from .api_harness import Api, User, funded_user, live_system, sign_up
 from .test_broker_end_to_end import eventually
 
 pytestmark = pytest.mark.integration
@@ -121,32 +120,21 @@ def story(updates: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 async def test_each_user_gets_their_own_updates_in_order_and_resumes_without_gap(
     settings: Settings, unique: str, mongo_db: AsyncDatabase, tmp_path: Path
 ) -> None:
-    exchange = await asyncio.to_thread(
-        isolated_exchange,
-        settings,
-        unique,
-        tmp_path,
-        "ntf",
-        EXCHANGE_RULES_PATH="",
-        EXCHANGE_COMMIT_INTERVAL_S="0.1",
-    )
-    worker = exchange.start_worker("w1")
     stop_notifier = asyncio.Event()
     try:
         async with (
-            api_namespace(
+            live_system(
                 settings,
                 unique,
                 mongo_db,
-                stand_in=False,
-                topic_prefix=exchange.settings.topic_prefix,
-                topic_partitions=exchange.settings.topic_partitions,
-                api_decision_wait_ms=20_000,
-                exchange_app_id=exchange.env["EXCHANGE_APP_ID"],
+                tmp_path,
+                "ntf",
+                projector=False,
                 notify_group_id=f"ntf-{unique}",
-            ) as api,
-            serving(api) as url,
+            ) as system,
+            serving(system.api) as url,
         ):
+            api = system.api
             notifier = asyncio.create_task(run_notifications(api.settings, stop_notifier))
             ana = await funded_user(api, "ana", amount="20000.00")
             bruno = await sign_up(api.client, "bruno")
@@ -236,13 +224,8 @@ async def test_each_user_gets_their_own_updates_in_order_and_resumes_without_gap
             assert refusal[1]["code"] == "UNAUTHORIZED"
             stop_notifier.set()
             await asyncio.wait_for(notifier, 30)
-    except BaseException:
-        print(exchange.log("w1")[-4000:])
-        raise
     finally:
         stop_notifier.set()
-        with contextlib.suppress(Exception):
-            stop(worker)
 
 
 def _redis(settings: Settings) -> Any:

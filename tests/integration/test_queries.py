@@ -5,7 +5,6 @@ same from `brokerflow audit` on the log, and nothing of another user's."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import subprocess
 import sys
@@ -20,8 +19,7 @@ from brokerflow.projections import run_projector
 from brokerflow.projections.folds import ORDER_HISTORY
 from brokerflow.settings import Settings
 
-from .api_harness import Api, User, api_namespace, funded_user, sign_up
-from .exchange_workers import isolated_exchange, stop
+from .api_harness import Api, User, funded_user, live_system, sign_up
 from .test_broker_end_to_end import eventually, get
 
 pytestmark = pytest.mark.integration
@@ -61,219 +59,190 @@ def iso(instant: datetime) -> str:
 async def test_list_history_state_at_and_audit(
     settings: Settings, unique: str, mongo_db: AsyncDatabase, tmp_path: Path
 ) -> None:
-    exchange = await asyncio.to_thread(
-        isolated_exchange,
-        settings,
-        unique,
-        tmp_path,
-        "qry",
-        EXCHANGE_RULES_PATH="",
-        EXCHANGE_COMMIT_INTERVAL_S="0.1",
-    )
-    worker = exchange.start_worker("w1")
-    stop_projector = asyncio.Event()
-    try:
-        async with api_namespace(
-            settings,
-            unique,
-            mongo_db,
-            stand_in=False,
-            topic_prefix=exchange.settings.topic_prefix,
-            topic_partitions=exchange.settings.topic_partitions,
-            api_decision_wait_ms=20_000,
-            exchange_app_id=exchange.env["EXCHANGE_APP_ID"],
-        ) as api:
-            projector = asyncio.create_task(run_projector(api.settings, stop_projector))
-            client = api.client
-            ana = await funded_user(api, "ana", amount="20000.00")
-            bruno = await sign_up(client, "bruno")
-            moved = await client.post(
-                "/api/v1/account/custody-transfers",
-                json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
-                headers=bruno.auth,
+    async with live_system(settings, unique, mongo_db, tmp_path, "qry") as system:
+        api = system.api
+        client = api.client
+        ana = await funded_user(api, "ana", amount="20000.00")
+        bruno = await sign_up(client, "bruno")
+        moved = await client.post(
+            "/api/v1/account/custody-transfers",
+            json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
+            headers=bruno.auth,
+        )
+        assert moved.status_code in (201, 202), moved.text
+
+        bought = await place(api, ana, "BUY", "300", "38.00")
+        await asyncio.sleep(0.05)  # distinct instants between the orders' events
+        sold_1 = await place(api, bruno, "SELL", "100", "38.00")
+        await asyncio.sleep(0.05)
+        sold_2 = await place(api, bruno, "SELL", "200", "38.00")
+        resting = await place(api, ana, "BUY", "100", "37.00")
+        gone = await client.delete(f"/api/v1/orders/{resting}", headers=ana.auth)
+        assert gone.status_code == 202, gone.text
+
+        async def settled() -> bool:
+            one = await get(client, ana, f"/api/v1/orders/{bought}")
+            two = await get(client, ana, f"/api/v1/orders/{resting}")
+            return one["status"] == "FILLED" and two["status"] == "CANCELLED"
+
+        await eventually("Ana's orders projected", settled)
+
+        # The list: newest first, each filter, the pages.
+        everything = await get(client, ana, "/api/v1/orders")
+        assert ids(everything) == [resting, bought]
+        assert everything["pagination"] == {"total": 2, "page": 1, "pageSize": 50}
+        assert ids(await get(client, ana, "/api/v1/orders?status=FILLED")) == [bought]
+        assert ids(await get(client, ana, "/api/v1/orders?status=CANCELLED")) == [resting]
+        assert ids(await get(client, ana, "/api/v1/orders?side=SELL")) == []
+        assert ids(await get(client, ana, "/api/v1/orders?symbol=petr4")) == [resting, bought]
+        assert ids(await get(client, ana, "/api/v1/orders?symbol=VALE3")) == []
+        second = await get(client, ana, "/api/v1/orders?page=2&pageSize=1")
+        assert (ids(second), second["pagination"]["total"]) == ([bought], 2)
+        today = datetime.now(UTC).date()
+        later = (today + timedelta(days=1)).isoformat()
+        earlier = (today - timedelta(days=1)).isoformat()
+        assert ids(await get(client, ana, f"/api/v1/orders?from={later}")) == []
+        assert ids(await get(client, ana, f"/api/v1/orders?to={earlier}")) == []
+        assert ids(await get(client, ana, f"/api/v1/orders?from={today}&to={today}")) == [
+            resting,
+            bought,
+        ]
+        assert ids(await get(client, bruno, "/api/v1/orders")) == [sold_2, sold_1]
+        for bad in ("status=DONE", "pageSize=500", "page=0", "from=yesterday"):
+            answer = await client.get(f"/api/v1/orders?{bad}", headers=ana.auth)
+            assert answer.status_code == 422, (bad, answer.text)
+            assert answer.json()["code"] == "VALIDATION_ERROR"
+
+        # The history of the bought order: requested, accepted, then one fill per sale.
+        history = await get(client, ana, f"/api/v1/orders/{bought}/history")
+        changes = history["changes"]
+        assert [
+            (
+                c["type"],
+                c["status"],
+                c["filledQuantity"],
+                c["leavesQuantity"],
+                c["lastQuantity"],
+                c["lastPrice"],
             )
-            assert moved.status_code in (201, 202), moved.text
+            for c in changes
+        ] == [
+            ("OrderRequested", "PENDING", "0", "300", None, None),
+            ("OrderAccepted", "OPEN", "0", "300", None, None),
+            ("OrderPartiallyFilled", "PARTIALLY_FILLED", "100", "200", "100", "38.00"),
+            ("OrderFilled", "FILLED", "300", "0", "200", "38.00"),
+        ]
+        times = [moment(c["eventTime"]) for c in changes]
+        assert times == sorted(times)
 
-            bought = await place(api, ana, "BUY", "300", "38.00")
-            await asyncio.sleep(0.05)  # distinct instants between the orders' events
-            sold_1 = await place(api, bruno, "SELL", "100", "38.00")
-            await asyncio.sleep(0.05)
-            sold_2 = await place(api, bruno, "SELL", "200", "38.00")
-            resting = await place(api, ana, "BUY", "100", "37.00")
-            gone = await client.delete(f"/api/v1/orders/{resting}", headers=ana.auth)
-            assert gone.status_code == 202, gone.text
-
-            async def settled() -> bool:
-                one = await get(client, ana, f"/api/v1/orders/{bought}")
-                two = await get(client, ana, f"/api/v1/orders/{resting}")
-                return one["status"] == "FILLED" and two["status"] == "CANCELLED"
-
-            await eventually("Ana's orders projected", settled)
-
-            # The list: newest first, each filter, the pages.
-            everything = await get(client, ana, "/api/v1/orders")
-            assert ids(everything) == [resting, bought]
-            assert everything["pagination"] == {"total": 2, "page": 1, "pageSize": 50}
-            assert ids(await get(client, ana, "/api/v1/orders?status=FILLED")) == [bought]
-            assert ids(await get(client, ana, "/api/v1/orders?status=CANCELLED")) == [resting]
-            assert ids(await get(client, ana, "/api/v1/orders?side=SELL")) == []
-            assert ids(await get(client, ana, "/api/v1/orders?symbol=petr4")) == [resting, bought]
-            assert ids(await get(client, ana, "/api/v1/orders?symbol=VALE3")) == []
-            second = await get(client, ana, "/api/v1/orders?page=2&pageSize=1")
-            assert (ids(second), second["pagination"]["total"]) == ([bought], 2)
-            today = datetime.now(UTC).date()
-            later = (today + timedelta(days=1)).isoformat()
-            earlier = (today - timedelta(days=1)).isoformat()
-            assert ids(await get(client, ana, f"/api/v1/orders?from={later}")) == []
-            assert ids(await get(client, ana, f"/api/v1/orders?to={earlier}")) == []
-            assert ids(await get(client, ana, f"/api/v1/orders?from={today}&to={today}")) == [
-                resting,
-                bought,
-            ]
-            assert ids(await get(client, bruno, "/api/v1/orders")) == [sold_2, sold_1]
-            for bad in ("status=DONE", "pageSize=500", "page=0", "from=yesterday"):
-                answer = await client.get(f"/api/v1/orders?{bad}", headers=ana.auth)
-                assert answer.status_code == 422, (bad, answer.text)
-                assert answer.json()["code"] == "VALIDATION_ERROR"
-
-            # The history of the bought order: requested, accepted, then one fill per sale.
-            history = await get(client, ana, f"/api/v1/orders/{bought}/history")
-            changes = history["changes"]
-            assert [
-                (
-                    c["type"],
-                    c["status"],
-                    c["filledQuantity"],
-                    c["leavesQuantity"],
-                    c["lastQuantity"],
-                    c["lastPrice"],
-                )
-                for c in changes
-            ] == [
-                ("OrderRequested", "PENDING", "0", "300", None, None),
-                ("OrderAccepted", "OPEN", "0", "300", None, None),
-                ("OrderPartiallyFilled", "PARTIALLY_FILLED", "100", "200", "100", "38.00"),
-                ("OrderFilled", "FILLED", "300", "0", "200", "38.00"),
-            ]
-            times = [moment(c["eventTime"]) for c in changes]
-            assert times == sorted(times)
-
-            # Its state at instants before, at, between and after the events.
-            async def at(instant: datetime) -> Any:
-                return await client.get(
-                    f"/api/v1/orders/{bought}", params={"at": iso(instant)}, headers=ana.auth
-                )
-
-            before = await at(times[0] - timedelta(microseconds=1))
-            assert before.status_code == 404
-            assert before.json()["code"] == "ORDER_NOT_YET_PLACED"
-            # The exchange stamps its events with the command's time, the request's own: at that
-            # instant the order is already OPEN (every event at an instant counts).
-            assert times[0] == times[1]
-            expected = [
-                ("OPEN", "0"),
-                ("OPEN", "0"),
-                ("PARTIALLY_FILLED", "100"),
-                ("FILLED", "300"),
-            ]
-            for instant, want in zip(times, expected, strict=True):
-                exactly = (await at(instant)).json()
-                assert (exactly["status"], exactly["filledQuantity"]) == want
-            between = (await at(times[2] + (times[3] - times[2]) / 2)).json()
-            assert (between["status"], between["filledQuantity"], len(between["fills"])) == (
-                "PARTIALLY_FILLED",
-                "100",
-                1,
+        # Its state at instants before, at, between and after the events.
+        async def at(instant: datetime) -> Any:
+            return await client.get(
+                f"/api/v1/orders/{bought}", params={"at": iso(instant)}, headers=ana.auth
             )
-            after = (await at(times[3] + timedelta(hours=1))).json()
-            assert (after["status"], after["averagePrice"]) == ("FILLED", "38.00000000")
 
-            # The fills, each with its fees once settled (0.03 % of the notional), newest first.
-            async def fees_settled() -> bool:
-                trades = (await get(client, ana, "/api/v1/trades"))["trades"]
-                return len(trades) == 2 and all(t["fees"] is not None for t in trades)
+        before = await at(times[0] - timedelta(microseconds=1))
+        assert before.status_code == 404
+        assert before.json()["code"] == "ORDER_NOT_YET_PLACED"
+        # The exchange stamps its events with the command's time, the request's own: at that
+        # instant the order is already OPEN (every event at an instant counts).
+        assert times[0] == times[1]
+        expected = [
+            ("OPEN", "0"),
+            ("OPEN", "0"),
+            ("PARTIALLY_FILLED", "100"),
+            ("FILLED", "300"),
+        ]
+        for instant, want in zip(times, expected, strict=True):
+            exactly = (await at(instant)).json()
+            assert (exactly["status"], exactly["filledQuantity"]) == want
+        between = (await at(times[2] + (times[3] - times[2]) / 2)).json()
+        assert (between["status"], between["filledQuantity"], len(between["fills"])) == (
+            "PARTIALLY_FILLED",
+            "100",
+            1,
+        )
+        after = (await at(times[3] + timedelta(hours=1))).json()
+        assert (after["status"], after["averagePrice"]) == ("FILLED", "38.00000000")
 
-            await eventually("Ana's fills with fees", fees_settled)
-            trades = await get(client, ana, "/api/v1/trades")
-            assert [
-                (t["orderId"], t["side"], t["quantity"], t["price"], t["fees"])
-                for t in trades["trades"]
-            ] == [
-                (bought, "BUY", "200", "38.00", "2.28"),
-                (bought, "BUY", "100", "38.00", "1.14"),
-            ]
-            assert trades["pagination"]["total"] == 2
-            assert {t["executionId"] for t in trades["trades"]} == {
-                c["executionId"] for c in changes if c["executionId"]
-            }
-            assert (await get(client, ana, "/api/v1/trades?symbol=VALE3"))["trades"] == []
-            assert len((await get(client, bruno, "/api/v1/trades"))["trades"]) == 2
+        # The fills, each with its fees once settled (0.03 % of the notional), newest first.
+        async def fees_settled() -> bool:
+            trades = (await get(client, ana, "/api/v1/trades"))["trades"]
+            return len(trades) == 2 and all(t["fees"] is not None for t in trades)
 
-            # The ledger, newest first: gap-free sequences down to the account's opening.
-            feed = await get(client, ana, "/api/v1/account/activities?pageSize=200")
-            entries = feed["activities"]
-            assert [e["sequence"] for e in entries] == list(range(len(entries) - 1, -1, -1))
-            assert feed["pagination"]["total"] == len(entries)
-            assert entries[-1]["type"] == "AccountOpened"
-            assert [e["amount"] for e in entries if e["type"] == "CashDeposited"] == ["20000.00"]
-            assert sorted(e["fees"] for e in entries if e["type"] == "FillSettled") == [
-                "1.14",
-                "2.28",
-            ]
-            deposits = await get(client, ana, "/api/v1/account/activities?type=CashDeposited")
-            assert [e["type"] for e in deposits["activities"]] == ["CashDeposited"]
+        await eventually("Ana's fills with fees", fees_settled)
+        trades = await get(client, ana, "/api/v1/trades")
+        assert [
+            (t["orderId"], t["side"], t["quantity"], t["price"], t["fees"])
+            for t in trades["trades"]
+        ] == [
+            (bought, "BUY", "200", "38.00", "2.28"),
+            (bought, "BUY", "100", "38.00", "1.14"),
+        ]
+        assert trades["pagination"]["total"] == 2
+        assert {t["executionId"] for t in trades["trades"]} == {
+            c["executionId"] for c in changes if c["executionId"]
+        }
+        assert (await get(client, ana, "/api/v1/trades?symbol=VALE3"))["trades"] == []
+        assert len((await get(client, bruno, "/api/v1/trades"))["trades"]) == 2
 
-            # Another user's order: 404 everywhere, as an unknown one.
-            for path in (
-                f"/api/v1/orders/{bought}",
-                f"/api/v1/orders/{bought}/history",
-                f"/api/v1/orders/{bought}?at={iso(times[3])}",
-                "/api/v1/orders/nope",
-            ):
-                answer = await client.get(path, headers=bruno.auth)
-                assert answer.status_code == 404, (path, answer.text)
+        # The ledger, newest first: gap-free sequences down to the account's opening.
+        feed = await get(client, ana, "/api/v1/account/activities?pageSize=200")
+        entries = feed["activities"]
+        assert [e["sequence"] for e in entries] == list(range(len(entries) - 1, -1, -1))
+        assert feed["pagination"]["total"] == len(entries)
+        assert entries[-1]["type"] == "AccountOpened"
+        assert [e["amount"] for e in entries if e["type"] == "CashDeposited"] == ["20000.00"]
+        assert sorted(e["fees"] for e in entries if e["type"] == "FillSettled") == [
+            "1.14",
+            "2.28",
+        ]
+        deposits = await get(client, ana, "/api/v1/account/activities?type=CashDeposited")
+        assert [e["type"] for e in deposits["activities"]] == ["CashDeposited"]
 
-            # Projected again from offset 0 (a replay): the history does not change.
-            stored = await api.db[ORDER_HISTORY].find({}).sort("_id", 1).to_list()
-            stop_projector.set()
-            await asyncio.wait_for(projector, 30)
-            await asyncio.wait_for(
-                run_projector(
-                    api.settings.model_copy(update={"projections_group_id": f"again-{unique}"}),
-                    _after(5.0),
-                ),
-                60,
-            )
-            assert await api.db[ORDER_HISTORY].find({}).sort("_id", 1).to_list() == stored
+        # Another user's order: 404 everywhere, as an unknown one.
+        for path in (
+            f"/api/v1/orders/{bought}",
+            f"/api/v1/orders/{bought}/history",
+            f"/api/v1/orders/{bought}?at={iso(times[3])}",
+            "/api/v1/orders/nope",
+        ):
+            answer = await client.get(path, headers=bruno.auth)
+            assert answer.status_code == 404, (path, answer.text)
 
-            # `brokerflow audit` reads the log itself and tells the same story.
-            env = {**exchange.env, "MONGO_URL": "mongodb://127.0.0.1:1/"}  # not needed
-            audited = await asyncio.to_thread(
-                subprocess.run,
-                [BROKERFLOW, "audit", bought, "--symbol", "PETR4", "--json", "--at", iso(times[2])],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            assert audited.returncode == 0, audited.stderr
-            report = json.loads(audited.stdout)
-            assert [
-                (c["type"], c["state"]["status"], c["state"]["filledQuantity"])
-                for c in report["changes"]
-            ] == [(c["type"], c["status"], c["filledQuantity"]) for c in changes[1:]]
-            assert (report["state"]["status"], report["state"]["filledQuantity"]) == (
-                "PARTIALLY_FILLED",
-                "100",
-            )
-    except BaseException:
-        print(exchange.log("w1")[-4000:])
-        raise
-    finally:
-        stop_projector.set()
-        with contextlib.suppress(Exception):
-            stop(worker)
+        # Projected again from offset 0 (a replay): the history does not change.
+        stored = await api.db[ORDER_HISTORY].find({}).sort("_id", 1).to_list()
+        await system.stop_projector()
+        await asyncio.wait_for(
+            run_projector(
+                api.settings.model_copy(update={"projections_group_id": f"again-{unique}"}),
+                _after(5.0),
+            ),
+            60,
+        )
+        assert await api.db[ORDER_HISTORY].find({}).sort("_id", 1).to_list() == stored
+
+        # `brokerflow audit` reads the log itself and tells the same story.
+        env = {**system.exchange.env, "MONGO_URL": "mongodb://127.0.0.1:1/"}  # not needed
+        audited = await asyncio.to_thread(
+            subprocess.run,
+            [BROKERFLOW, "audit", bought, "--symbol", "PETR4", "--json", "--at", iso(times[2])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert audited.returncode == 0, audited.stderr
+        report = json.loads(audited.stdout)
+        assert [
+            (c["type"], c["state"]["status"], c["state"]["filledQuantity"])
+            for c in report["changes"]
+        ] == [(c["type"], c["status"], c["filledQuantity"]) for c in changes[1:]]
+        assert (report["state"]["status"], report["state"]["filledQuantity"]) == (
+            "PARTIALLY_FILLED",
+            "100",
+        )
 
 
 def _after(seconds: float) -> asyncio.Event:
