@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from brokerflow.projections.cache import PortfolioCache
+from brokerflow.projections.cache import OpenOrdersCache, PortfolioCache
 from brokerflow.settings import Settings
 
 
@@ -80,3 +80,49 @@ async def test_hashes_expire_without_writes(cache: PortfolioCache) -> None:
     await cache.merge("acc-1", account(0, "0"), [], complete=True)
     ttl = await cache.redis.ttl(cache.key("acc-1"))
     assert 0 < ttl <= 30
+
+
+# --- open orders -------------------------------------------------------------------------------
+
+
+def order(order_id: str, status: str, last_sequence: int) -> dict[str, object]:
+    return {
+        "_id": order_id,
+        "accountId": "acc-1",
+        "symbol": "PETR4",
+        "status": status,
+        "lastSequence": last_sequence,
+        "createdAt": f"2026-06-25T10:00:0{last_sequence + 1}.000000Z",
+    }
+
+
+@pytest.fixture
+async def open_orders(settings: Settings, unique: str) -> AsyncIterator[OpenOrdersCache]:
+    redis = Redis.from_url(settings.redis_url)
+    orders = OpenOrdersCache(redis, f"test:{unique}:", ttl_s=30)
+    yield orders
+    await redis.delete(orders.key("acc-1"))
+    await redis.aclose()
+
+
+async def test_an_ended_order_never_comes_back_from_an_older_cold_read(
+    open_orders: OpenOrdersCache,
+) -> None:
+    # The projector saw o1 fill (sequence 4) and o2 open (3); a cold read that had read MongoDB
+    # before (o1 OPEN at 2, o2 PENDING) merges after it: o1 stays filled, o2 stays open.
+    await open_orders.write_through([order("o1", "FILLED", 4), order("o2", "OPEN", 3)])
+    assert await open_orders.read("acc-1") is None  # not complete: MongoDB is read instead
+    await open_orders.merge(
+        "acc-1", [order("o1", "OPEN", 2), order("o2", "PENDING", -1)], complete=True
+    )
+    found = await open_orders.read("acc-1")
+    assert found is not None
+    assert [(o["_id"], o["status"]) for o in found] == [("o2", "OPEN")]
+
+
+async def test_a_refusal_of_a_pending_order_outranks_the_pending_order(
+    open_orders: OpenOrdersCache,
+) -> None:
+    await open_orders.merge("acc-1", [order("o3", "REJECTED", -1)], complete=True)
+    await open_orders.merge("acc-1", [order("o3", "PENDING", -1)], complete=False)
+    assert await open_orders.read("acc-1") == []

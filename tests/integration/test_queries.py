@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
+from redis.asyncio import Redis
 
 from brokerflow.projections import run_projector
 from brokerflow.projections.folds import ORDER_HISTORY
@@ -108,6 +109,36 @@ async def test_list_history_state_at_and_audit(
             bought,
         ]
         assert ids(await get(client, bruno, "/api/v1/orders")) == [sold_2, sold_1]
+
+        # Open orders come from Redis: an order placed and left open is listed, the filled
+        # and the cancelled ones are not (the projector wrote them through as ended).
+        waiting = await place(api, ana, "BUY", "50", "36.00")
+
+        async def open_listed() -> list[str]:
+            listed = ids(await get(client, ana, "/api/v1/orders?status=OPEN"))
+            return listed if listed == [waiting] else []
+
+        await eventually("Ana's open order listed", open_listed)
+        redis = Redis.from_url(api.settings.redis_url)
+        key = f"{api.settings.api_redis_prefix}open-orders:{ana.account_id}"
+        try:
+            fields = {k.decode() for k in await redis.hkeys(key)}
+            assert {f"ord:{waiting}", f"ord:{bought}", f"ord:{resting}", "complete"} <= fields
+            assert ids(await get(client, ana, "/api/v1/orders?status=FILLED")) == [bought]
+            # Cold (expired, or Redis flushed): read from MongoDB, the same answer, filled in.
+            await redis.delete(key)
+            assert ids(await get(client, ana, "/api/v1/orders?status=OPEN")) == [waiting]
+            assert await redis.hget(key, "complete") == b"1"
+            assert ids(await get(client, ana, "/api/v1/orders?status=OPEN&side=SELL")) == []
+        finally:
+            await redis.aclose()
+        gone = await client.delete(f"/api/v1/orders/{waiting}", headers=ana.auth)
+        assert gone.status_code == 202, gone.text
+
+        async def none_open() -> bool:
+            return ids(await get(client, ana, "/api/v1/orders?status=OPEN")) == []
+
+        await eventually("Ana's last open order cancelled", none_open)
         for bad in ("status=DONE", "pageSize=500", "page=0", "from=yesterday"):
             answer = await client.get(f"/api/v1/orders?{bad}", headers=ana.auth)
             assert answer.status_code == 422, (bad, answer.text)

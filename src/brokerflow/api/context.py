@@ -31,7 +31,7 @@ from brokerflow.api.idempotency import IdempotencyStore
 from brokerflow.api.ratelimit import UserRateLimiter
 from brokerflow.api.security import Passwords, TokenCodec, load_jwt_secret
 from brokerflow.kafka_io import KafkaUnavailableError, producer
-from brokerflow.projections.cache import PortfolioCache
+from brokerflow.projections.cache import OPEN_STATUSES, OpenOrdersCache, PortfolioCache
 from brokerflow.schemas.accounts import AccountCommand
 from brokerflow.schemas.base import Message
 from brokerflow.settings import Settings
@@ -173,6 +173,7 @@ class ApiContext:
     tokens: TokenCodec
     passwords: Passwords
     portfolio_cache: PortfolioCache
+    open_orders_cache: OpenOrdersCache
     _indexes_ready: bool = False
 
     @property
@@ -213,6 +214,9 @@ class ApiContext:
             tokens=TokenCodec(load_jwt_secret(settings), settings.api_token_ttl_s),
             passwords=Passwords(),
             portfolio_cache=PortfolioCache(
+                redis, settings.api_redis_prefix, settings.api_cache_ttl_s
+            ),
+            open_orders_cache=OpenOrdersCache(
                 redis, settings.api_redis_prefix, settings.api_cache_ttl_s
             ),
         )
@@ -327,6 +331,40 @@ class ApiContext:
             except (RedisError, TimeoutError, OSError) as exc:
                 log.warning("API: portfolio cache not filled (%s)", _short(exc))
         return account, list(positions)
+
+    async def open_orders(self, account_id: str) -> list[Mapping[str, Any]]:
+        """The account's open orders: from the Redis cache when it is complete, else from
+        MongoDB (then merged into the cache, marked complete, for the next read)."""
+        cache = self.open_orders_cache
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                cached = await cache.read(account_id)
+        except (RedisError, TimeoutError, OSError, ValueError) as exc:
+            log.warning("API: open-orders cache unreadable (%s); reading MongoDB", _short(exc))
+            cached, cache_ok = None, False
+        else:
+            cache_ok = True
+        if cached is not None:
+            return list(cached)
+        query = {"accountId": account_id, "status": {"$in": sorted(OPEN_STATUSES)}}
+        documents = await self.mongo_op(self.db[ORDERS].find(query).to_list(length=100_000))
+        if cache_ok:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await cache.merge(account_id, documents, complete=True)
+            except (RedisError, TimeoutError, OSError) as exc:
+                log.warning("API: open-orders cache not filled (%s)", _short(exc))
+        return list(documents)
+
+    async def remember_order(self, document: Mapping[str, Any]) -> None:
+        """A new order into the open-orders cache (best effort: a cold read finds it too)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.open_orders_cache.merge(
+                    str(document["accountId"]), [document], complete=False
+                )
+        except (RedisError, TimeoutError, OSError) as exc:
+            log.warning("API: open-orders cache not written (%s)", _short(exc))
 
     async def last_prices(self, symbols: list[str]) -> Mapping[str, Decimal]:
         """Last market price per symbol; symbols with none (or an unreadable one) are absent."""

@@ -197,8 +197,10 @@ async def _place(ctx: ApiContext, who: Principal, request: RequestOrder) -> _Pla
         price = (await ctx.last_prices([request.symbol])).get(request.symbol)
         request = request.model_copy(update={"market_price": price})
     orders = ctx.db[ORDERS]
+    document = new_order_document(request, who.user_id)
     try:
-        await ctx.mongo_op(orders.insert_one(new_order_document(request, who.user_id)))
+        await ctx.mongo_op(orders.insert_one(document))
+        await ctx.remember_order(document)
     except DuplicateKeyError:
         # Placed before under this id (its idempotency claim was lost, or a retry after a
         # failure). Still PENDING: it may never have reached Kafka, so send it again; the

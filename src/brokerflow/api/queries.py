@@ -29,6 +29,7 @@ from brokerflow.api.models import (
 )
 from brokerflow.api.orders import order_view, owned_order
 from brokerflow.api.security import Principal
+from brokerflow.projections.cache import OPEN_STATUSES
 from brokerflow.projections.folds import ACTIVITIES, ORDER_HISTORY
 from brokerflow.projections.history import initial_entry, refusal_entry, state_at
 from brokerflow.schemas.base import format_utc
@@ -75,6 +76,12 @@ async def list_orders(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     page_size: Annotated[int, Query(alias="pageSize", ge=1, le=MAX_PAGE_SIZE)] = 50,
 ) -> OrderList:
+    if status is not None and status.value in OPEN_STATUSES:
+        return _page(
+            _filtered(await ctx.open_orders(who.account_id), status, symbol, side, from_, to),
+            page,
+            page_size,
+        )
     query: dict[str, Any] = {"accountId": who.account_id}
     if status is not None:
         query["status"] = status.value
@@ -95,6 +102,39 @@ async def list_orders(
     return OrderList(
         orders=[order_view(document) for document in documents],
         pagination=Pagination(total=total, page=page, page_size=page_size),
+    )
+
+
+def _filtered(
+    documents: list[Mapping[str, Any]],
+    status: OrderStatus,
+    symbol: str | None,
+    side: Side | None,
+    from_: date | datetime | None,
+    to: date | datetime | None,
+) -> list[Mapping[str, Any]]:
+    """The MongoDB query's filters, applied to the cached open orders."""
+    start, end = _bound(from_, end=False), _bound(to, end=True)
+    return [
+        d
+        for d in documents
+        if d.get("status") == status.value
+        and (not symbol or d.get("symbol") == symbol.upper())
+        and (side is None or d.get("side") == side.value)
+        and (start is None or str(d.get("createdAt")) >= start)
+        and (end is None or str(d.get("createdAt")) < end)
+    ]
+
+
+def _page(documents: list[Mapping[str, Any]], page: int, page_size: int) -> OrderList:
+    """Newest first, as the MongoDB query sorts (creation time, then id)."""
+    ordered = sorted(
+        documents, key=lambda d: (str(d.get("createdAt")), str(d.get("_id"))), reverse=True
+    )
+    chosen = ordered[(page - 1) * page_size : page * page_size]
+    return OrderList(
+        orders=[order_view(document) for document in chosen],
+        pagination=Pagination(total=len(documents), page=page, page_size=page_size),
     )
 
 

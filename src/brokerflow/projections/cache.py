@@ -17,6 +17,13 @@ read of an old MongoDB state can never overwrite a newer write-through. A projec
 between MongoDB and Redis re-reads the batch on restart, finds the documents applied already,
 and writes them through again: the cache never stays behind MongoDB. Hashes expire after
 ``ttl_s`` without a write, so an idle account costs no memory.
+
+The account's open orders (``GET /api/v1/orders?status=OPEN``, the other hot read) live in a
+second hash, ``{API_REDIS_PREFIX}open-orders:{accountId}``, one field per order, through the same
+script, versioned by :func:`order_version`; written by the API when it places an order, by the
+projector for every order a batch moved, and by a cold read from MongoDB (which marks it
+complete). An order that ends stays as a tombstone at its final version, so an older view of it
+can never bring it back; readers keep the open ones.
 """
 
 from __future__ import annotations
@@ -30,7 +37,15 @@ from redis.asyncio import Redis
 
 from brokerflow.projections.folds import Document
 
-__all__ = ["CachedPortfolio", "PortfolioCache", "decode_portfolio", "encode_entry"]
+__all__ = [
+    "OPEN_STATUSES",
+    "CachedPortfolio",
+    "OpenOrdersCache",
+    "PortfolioCache",
+    "decode_portfolio",
+    "encode_entry",
+    "order_version",
+]
 
 #: KEYS[1] the hash; ARGV: ttl seconds, "1" to mark complete, then (field, sequence, value)...
 _MERGE = """
@@ -129,5 +144,70 @@ class PortfolioCache:
                     args.extend((_ACCOUNT, *encode_entry(account)))
                 for position in owned:
                     args.extend((_POSITION + str(position["symbol"]), *encode_entry(position)))
+                await self._merge(keys=[self.key(account_id)], args=args, client=pipe)
+            await pipe.execute()
+
+
+#: What "open" means for the open-orders read: still able to trade (or waiting to).
+OPEN_STATUSES = frozenset({"PENDING", "OPEN", "PARTIALLY_FILLED"})
+
+
+def order_version(document: Mapping[str, Any]) -> int:
+    """Orders move forward by their exchange sequence (``lastSequence``, -1 before the exchange
+    saw them); at the same sequence an ended order (refused while PENDING) is the newer."""
+    ended = str(document.get("status")) not in OPEN_STATUSES
+    return (int(document.get("lastSequence", -1)) + 1) * 2 + int(ended)
+
+
+class OpenOrdersCache:
+    """Per-account open orders in Redis, newest version of each order wins."""
+
+    def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self._merge = redis.register_script(_MERGE)
+
+    def key(self, account_id: str) -> str:
+        return f"{self.prefix}open-orders:{account_id}"
+
+    @staticmethod
+    def _args(documents: Iterable[Mapping[str, Any]]) -> list[Any]:
+        args: list[Any] = []
+        for document in documents:
+            body = json.dumps(dict(document), default=str, sort_keys=True)
+            args.extend((f"ord:{document['_id']}", order_version(document), body))
+        return args
+
+    async def read(self, account_id: str) -> list[Document] | None:
+        """The open orders, or None when the hash is not complete (read MongoDB)."""
+        raw = await self.redis.hgetall(self.key(account_id))
+        fields = {key.decode(): value.decode() for key, value in raw.items()}
+        if fields.get(_COMPLETE) != "1":
+            return None
+        documents = [
+            dict(json.loads(value.split("|", 1)[1]))
+            for key, value in fields.items()
+            if key.startswith("ord:")
+        ]
+        return [d for d in documents if str(d.get("status")) in OPEN_STATUSES]
+
+    async def merge(
+        self, account_id: str, documents: Iterable[Mapping[str, Any]], *, complete: bool
+    ) -> None:
+        args = [self.ttl_s, "1" if complete else "0", *self._args(documents)]
+        await self._merge(keys=[self.key(account_id)], args=args)
+
+    async def write_through(self, documents: Iterable[Mapping[str, Any]]) -> None:
+        """The projector's write: every order a batch moved, grouped by account."""
+        by_account: dict[str, list[Mapping[str, Any]]] = {}
+        for document in documents:
+            if document.get("accountId"):
+                by_account.setdefault(str(document["accountId"]), []).append(document)
+        if not by_account:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account_id, owned in by_account.items():
+                args = [self.ttl_s, "0", *self._args(owned)]
                 await self._merge(keys=[self.key(account_id)], args=args, client=pipe)
             await pipe.execute()

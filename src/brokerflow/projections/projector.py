@@ -45,7 +45,7 @@ from redis.exceptions import RedisError
 from brokerflow.errors import SchemaError, StackError
 from brokerflow.kafka_io import KafkaUnavailableError, consumer, producer, publish
 from brokerflow.metrics import PROJECTOR_BATCH_SECONDS, PROJECTOR_EVENTS, PROJECTOR_GAPS_HELD
-from brokerflow.projections.cache import PortfolioCache
+from brokerflow.projections.cache import OpenOrdersCache, PortfolioCache
 from brokerflow.projections.folds import (
     ACCOUNTS,
     ACTIVITIES,
@@ -161,10 +161,12 @@ class Projector:
         store: ReadModelStore,
         stats: ProjectorStats | None = None,
         cache: PortfolioCache | None = None,
+        open_orders: OpenOrdersCache | None = None,
     ) -> None:
         self.store = store
         #: Written through after MongoDB, before the offsets are committed (see .cache).
         self.cache = cache
+        self.open_orders = open_orders
         self.stats = stats if stats is not None else ProjectorStats()
         topics = catalog(settings)
         self.input_topics = [
@@ -367,6 +369,8 @@ class Projector:
             await self.store.insert_new(ORDER_HISTORY, history)
         await self._write_orders(batch, fees)
         await self._attach_late_fees(batch, stashed, fees)
+        if self.open_orders is not None and batch.current:
+            await self.open_orders.write_through(batch.current.values())
         if new_positions:
             await self.store.update(
                 POSITIONS, [sequenced_upsert(doc) for doc in new_positions.values()]
@@ -591,6 +595,7 @@ async def run_projector(
     )
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=5, socket_timeout=5)
     cache = PortfolioCache(redis, settings.api_redis_prefix, settings.api_cache_ttl_s)
+    open_orders = OpenOrdersCache(redis, settings.api_redis_prefix, settings.api_cache_ttl_s)
     try:
         store = ReadModelStore(mongo[settings.mongo_database])
         try:
@@ -600,7 +605,7 @@ async def run_projector(
                 f"MongoDB at {settings.mongo_url} did not answer ({str(exc)[:120]}); start the "
                 "local stack with `brokerflow stack up`, or set MONGO_URL to a reachable server"
             ) from exc
-        projector = Projector(settings, store, stats, cache)
+        projector = Projector(settings, store, stats, cache, open_orders)
         async with (
             consumer(settings, group_id=settings.projections_group_id) as reader,
             producer(settings, enable_idempotence=True, acks="all") as letters_out,

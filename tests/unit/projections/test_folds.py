@@ -671,3 +671,15 @@ def test_discard_and_restore() -> None:
     assert [e.sequence for _, e in buffer.held()] == [4]
     buffer.restore(snapshot)
     assert sorted(e.sequence for _, e in buffer.held()) == [4, 5]
+
+
+def test_an_orders_cache_version_moves_with_its_sequence_and_an_end_outranks_its_state() -> None:
+    from brokerflow.projections.cache import order_version
+
+    pending = {"status": "PENDING", "lastSequence": -1}
+    refused = {"status": "REJECTED", "lastSequence": -1}
+    opened = {"status": "OPEN", "lastSequence": 3}
+    filled = {"status": "FILLED", "lastSequence": 7}
+    versions = [order_version(d) for d in (pending, refused, opened, filled)]
+    assert versions == sorted(versions)
+    assert len(set(versions)) == 4
