@@ -36,7 +36,7 @@ from bench_exchange_agents import machine_line
 from brokerflow.dashboard import create_dashboard
 from brokerflow.kafka_io import producer, publish
 from brokerflow.schemas.examples import example_of
-from brokerflow.schemas.stats import BarClosed, BarWindow  # noqa: E402
+from brokerflow.schemas.stats import BarClosed, BarWindow
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, delete_topics, ensure_topics
 
