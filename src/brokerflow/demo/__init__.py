@@ -1,7 +1,8 @@
 """The main job: bring the local stack up and show, end to end, what brokerflow has so far.
 
 1. The stack and its health, and the topic catalog.
-2. A smoke pipeline: one message of every family published to its catalog topic in a Kafka
+2. A smoke pipeline: one message of every family published to its catalog topic (under
+   ``demo-smoke.``, never the user's own topics) in a Kafka
    transaction, tailed back with a ``read_committed`` consumer and printed as ``kcat`` would.
 3. Market data: the bundled sample tape (Binance trades and book tickers, Brapi quotes, a few
    malformed frames) through the ingest flow into Kafka and MongoDB, then the stats flow into
@@ -29,7 +30,7 @@ from brokerflow.kafka_io import consumer, producer
 from brokerflow.schemas.base import Message
 from brokerflow.schemas.examples import EXAMPLES
 from brokerflow.settings import Settings
-from brokerflow.topics import TopicCatalog, TopicSpec, catalog
+from brokerflow.topics import TopicCatalog, TopicSpec, catalog, ensure_topics
 
 __all__ = ["message_key", "route", "run_demo"]
 
@@ -58,7 +59,13 @@ def _section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
 
 
-async def _smoke_pipeline(settings: Settings) -> int:
+#: The smoke pipeline's own topics: its example orders must never reach the user's exchange.
+SMOKE_TOPIC_PREFIX = "demo-smoke."
+
+
+async def _smoke_pipeline(base: Settings) -> int:
+    settings = base.model_copy(update={"topic_prefix": SMOKE_TOPIC_PREFIX})
+    await ensure_topics(settings)
     topics = catalog(settings)
     routed = [(route(topics, message), message) for message in EXAMPLES]
     specs = {spec.name: spec for spec, _ in routed}
