@@ -245,8 +245,10 @@ class Settings(BaseSettings):
     exchange_commit_interval_s: float = Field(
         0.5,
         gt=0,
-        description="How often the exchange commits its Kafka transaction (output visible to "
-        "read_committed readers after at most this long)",
+        description="How often the worker (exchange and accounts agent) commits its Kafka "
+        "transaction: its outputs become visible to read_committed readers only then. Shorter "
+        "is lower latency when the load is light, but more transactions: under the whole "
+        "system's load 0.1 was slower than 0.5 (BENCHMARKS.md)",
     )
     exchange_batch_max: int = Field(
         500,
