@@ -131,6 +131,9 @@ _BOOK_TOPIC = topics.exchange_book.name
 _BOOK_LEVELS = settings.exchange_book_levels
 #: Order events of orders with an account, re-keyed by account: the broker's settlement input.
 _REPORTS_TOPIC = topics.execution_reports.name if settings.broker_execution_reports else None
+#: The simulated participants trade as exchange members, not as the broker's customers: their
+#: orders' events would only be read and skipped by every broker service.
+_MEMBERS = f"{settings.participants_account}-"
 _COMMANDS = frozenset(
     ("PlaceOrder", "CancelOrder", "AmendOrder", "CloseSession", "SetReferencePrice")
 )
@@ -292,7 +295,7 @@ async def apply_command(record: InputRecord, message: Message, writes: TableWrit
             continue
         await send_in_transaction(record, _EVENTS_TOPIC, key, payload)
         account = event_account_id(engine_event) if _REPORTS_TOPIC else None
-        if account is not None:
+        if account is not None and not account.startswith(_MEMBERS):
             books.execution_reports += 1
             await send_in_transaction(record, _REPORTS_TOPIC, account.encode(), payload)
     return True

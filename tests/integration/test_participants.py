@@ -130,6 +130,12 @@ async def test_a_users_order_fills_through_the_makers_ladder_which_refills_and_r
                 ("OrderFilled", "38", "38.06"),
             ]
 
+            # The broker hears of its customer's order only: members' orders are the exchange's.
+            reports = await read_all(isolated, topic("execution-reports-v1"), timeout_s=30)
+            keys = {r.key.decode() for r in reports}
+            assert "acc-user" in keys
+            assert not [k for k in keys if k.startswith("sim-")]
+
             # The two emptied levels are quoted again (new orders, same prices).
             async def refilled() -> list[Any]:
                 events = await _events(isolated)
