@@ -4,8 +4,9 @@ projector against a plain consumer.
 Run ``python bench/bench_read_side.py`` (``--rates 50,200 --seconds 60``; the local stack must be
 up). Like ``bench_broker_api.py`` it starts ``brokerflow run`` in a namespace of its own and
 sends PETR4 limit orders open-loop at each rate from ``--users`` funded users (background load:
-about half of them trade). Meanwhile probe pairs trade VALE3, which nothing else trades: every
-``--probe-interval`` a probe seller rests 100 shares and its buyer takes them. For each probe
+about half of them trade), with the simulated participants off. Meanwhile probe pairs trade
+VALE3, which nothing else trades: every ``--probe-interval`` a probe seller rests 100 shares
+and its buyer takes them. For each probe
 fill it measures, from the trade's record timestamp on ``trade-executions-v1`` (set by the
 exchange's producer when it wrote the trade, in the transaction that made it):
 
@@ -234,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     unique = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix="bench-read-side-"))
     port = free_port()
-    env = system_env(base_settings, unique, workdir, port)
+    # The probes need VALE3 to themselves: the simulated makers would quote it too.
+    env = {**system_env(base_settings, unique, workdir, port), "PARTICIPANTS_ENABLED": "false"}
     settings = base_settings.model_copy(
         update={
             "topic_prefix": env["TOPIC_PREFIX"],
