@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -45,6 +45,8 @@ __all__ = ["ApiContext", "KafkaLink"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: An account's ``accounts`` document (None before it exists) and its positions.
+Portfolio = tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]
 
 USERS = "users"
 ORDERS = "orders"
@@ -303,58 +305,68 @@ class ApiContext:
         """The stats flow's hash of last prices (the market cache the exchange reads too)."""
         return f"{self.settings.stats_redis_prefix}market:last_price"
 
-    async def portfolio_documents(
-        self, account_id: str
-    ) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
-        """The account's ``accounts`` document and positions: from the Redis cache when it is
-        complete, else from MongoDB (then merged into the cache for the next read).
-
-        A Redis failure here is not an outage: the read falls back to MongoDB."""
-        cache = self.portfolio_cache
+    async def _cache_aside(
+        self,
+        what: str,
+        read: Callable[[], Awaitable[T | None]],
+        load: Callable[[], Awaitable[T]],
+        fill: Callable[[T], Awaitable[None]],
+    ) -> T:
+        """From the Redis cache when it holds a complete answer, else from MongoDB (then
+        merged into the cache for the next read). A Redis failure here is not an outage: the
+        read falls back to MongoDB, and does not try to fill a cache it could not read."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                cached = await cache.read(account_id)
+                cached = await read()
         except (RedisError, TimeoutError, OSError, ValueError) as exc:
-            log.warning("API: portfolio cache unreadable (%s); reading MongoDB", _short(exc))
+            log.warning("API: %s cache unreadable (%s); reading MongoDB", what, _short(exc))
             cached, cache_ok = None, False
         else:
             cache_ok = True
         if cached is not None:
-            return cached.account, list(cached.positions)
-        account = await self.mongo_op(self.db[ACCOUNTS].find_one({"_id": account_id}))
-        cursor = self.db[POSITIONS].find({"accountId": account_id})
-        positions = await self.mongo_op(cursor.to_list(length=10_000))
+            return cached
+        loaded = await load()
         if cache_ok:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await cache.merge(account_id, account, positions, complete=True)
+                    await fill(loaded)
             except (RedisError, TimeoutError, OSError) as exc:
-                log.warning("API: portfolio cache not filled (%s)", _short(exc))
-        return account, list(positions)
+                log.warning("API: %s cache not filled (%s)", what, _short(exc))
+        return loaded
+
+    async def portfolio_documents(self, account_id: str) -> Portfolio:
+        """The account's ``accounts`` document and positions (see :meth:`_cache_aside`)."""
+        cache = self.portfolio_cache
+
+        async def read() -> Portfolio | None:
+            cached = await cache.read(account_id)
+            return None if cached is None else (cached.account, list(cached.positions))
+
+        async def load() -> Portfolio:
+            account = await self.mongo_op(self.db[ACCOUNTS].find_one({"_id": account_id}))
+            cursor = self.db[POSITIONS].find({"accountId": account_id})
+            return account, list(await self.mongo_op(cursor.to_list(length=10_000)))
+
+        async def fill(found: Portfolio) -> None:
+            await cache.merge(account_id, found[0], found[1], complete=True)
+
+        return await self._cache_aside("portfolio", read, load, fill)
 
     async def open_orders(self, account_id: str) -> list[Mapping[str, Any]]:
-        """The account's open orders: from the Redis cache when it is complete, else from
-        MongoDB (then merged into the cache, marked complete, for the next read)."""
+        """The account's open orders (see :meth:`_cache_aside`)."""
         cache = self.open_orders_cache
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                cached = await cache.read(account_id)
-        except (RedisError, TimeoutError, OSError, ValueError) as exc:
-            log.warning("API: open-orders cache unreadable (%s); reading MongoDB", _short(exc))
-            cached, cache_ok = None, False
-        else:
-            cache_ok = True
-        if cached is not None:
-            return list(cached)
         query = {"accountId": account_id, "status": {"$in": sorted(OPEN_STATUSES)}}
-        documents = await self.mongo_op(self.db[ORDERS].find(query).to_list(length=100_000))
-        if cache_ok:
-            try:
-                async with asyncio.timeout(self.timeout_s):
-                    await cache.merge(account_id, documents, complete=True)
-            except (RedisError, TimeoutError, OSError) as exc:
-                log.warning("API: open-orders cache not filled (%s)", _short(exc))
-        return list(documents)
+
+        async def read() -> list[Mapping[str, Any]] | None:
+            return await cache.read(account_id)
+
+        async def load() -> list[Mapping[str, Any]]:
+            return list(await self.mongo_op(self.db[ORDERS].find(query).to_list(length=100_000)))
+
+        async def fill(found: list[Mapping[str, Any]]) -> None:
+            await cache.merge(account_id, found, complete=True)
+
+        return await self._cache_aside("open-orders", read, load, fill)
 
     async def remember_order(self, document: Mapping[str, Any]) -> None:
         """A new order into the open-orders cache (best effort: a cold read finds it too)."""

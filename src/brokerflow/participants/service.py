@@ -54,6 +54,7 @@ from brokerflow.schemas.orders import (
     OrderFilled,
     OrderRejected,
     PlaceOrder,
+    TimeInForce,
 )
 from brokerflow.settings import Settings
 from brokerflow.topics import TopicSpec, catalog, ensure_topics
@@ -183,7 +184,7 @@ class _Outbox:
         resting = [
             f"{c.symbol}|{c.account_id}|{c.order_id}"
             for c in commands
-            if isinstance(c, PlaceOrder) and c.time_in_force.value == "GTC"
+            if isinstance(c, PlaceOrder) and c.time_in_force is TimeInForce.GTC
         ]
         if resting:  # before the order exists, so a crash cannot leave one unknown
             await self.redis.sadd(self.key, *resting)

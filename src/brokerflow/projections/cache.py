@@ -84,22 +84,28 @@ class CachedPortfolio:
     positions: list[Document]
 
 
+def _documents(raw: Mapping[bytes, bytes]) -> dict[str, Document] | None:
+    """A hash's fields as documents (its versions dropped); None unless it is complete."""
+    fields = {key.decode(): value.decode() for key, value in raw.items()}
+    if fields.pop(_COMPLETE, None) != "1":
+        return None
+    return {field: dict(json.loads(value.split("|", 1)[1])) for field, value in fields.items()}
+
+
 def decode_portfolio(raw: Mapping[bytes, bytes]) -> CachedPortfolio | None:
     """The hash as documents; None unless it is complete (a reader must go to MongoDB)."""
-    fields = {key.decode(): value.decode() for key, value in raw.items()}
-    if fields.get(_COMPLETE) != "1":
+    documents = _documents(raw)
+    if documents is None:
         return None
-
-    def document(value: str) -> Document:
-        return dict(json.loads(value.split("|", 1)[1]))
-
-    account = document(fields[_ACCOUNT]) if _ACCOUNT in fields else None
-    positions = [document(v) for k, v in sorted(fields.items()) if k.startswith(_POSITION)]
-    return CachedPortfolio(account, positions)
+    positions = [doc for field, doc in sorted(documents.items()) if field.startswith(_POSITION)]
+    return CachedPortfolio(documents.get(_ACCOUNT), positions)
 
 
-class PortfolioCache:
-    """Reads and sequence-guarded writes of the per-account portfolio hashes."""
+class _AccountHashes:
+    """One hash per account, every write through :data:`_MERGE` (newest version per field)."""
+
+    #: The key's middle part: ``{prefix}{kind}:{accountId}``.
+    kind = ""
 
     def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
         self.redis = redis
@@ -108,7 +114,32 @@ class PortfolioCache:
         self._merge = redis.register_script(_MERGE)
 
     def key(self, account_id: str) -> str:
-        return f"{self.prefix}portfolio:{account_id}"
+        return f"{self.prefix}{self.kind}:{account_id}"
+
+    async def _write(self, entries: Mapping[str, list[Any]], *, complete: bool) -> None:
+        """``account -> [field, version, value, ...]``, every account in one round trip."""
+        flag = "1" if complete else "0"
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account_id, args in entries.items():
+                await self._merge(
+                    keys=[self.key(account_id)], args=[self.ttl_s, flag, *args], client=pipe
+                )
+            await pipe.execute()
+
+
+class PortfolioCache(_AccountHashes):
+    """Reads and sequence-guarded writes of the per-account portfolio hashes."""
+
+    kind = "portfolio"
+
+    @staticmethod
+    def _fields(account: Document | None, positions: Iterable[Document]) -> list[Any]:
+        args: list[Any] = []
+        if account is not None:
+            args.extend((_ACCOUNT, *encode_entry(account)))
+        for position in positions:
+            args.extend((_POSITION + str(position["symbol"]), *encode_entry(position)))
+        return args
 
     async def read(self, account_id: str) -> CachedPortfolio | None:
         return decode_portfolio(await self.redis.hgetall(self.key(account_id)))
@@ -122,12 +153,7 @@ class PortfolioCache:
         complete: bool,
     ) -> None:
         """Keep each document unless the hash holds the same one at a higher sequence."""
-        args: list[Any] = [self.ttl_s, "1" if complete else "0"]
-        if account is not None:
-            args.extend((_ACCOUNT, *encode_entry(account)))
-        for position in positions:
-            args.extend((_POSITION + str(position["symbol"]), *encode_entry(position)))
-        await self._merge(keys=[self.key(account_id)], args=args)
+        await self._write({account_id: self._fields(account, positions)}, complete=complete)
 
     async def write_through(
         self, accounts: Mapping[str, Document | None], positions: Iterable[Document]
@@ -136,16 +162,11 @@ class PortfolioCache:
         by_account: dict[str, list[Document]] = {account_id: [] for account_id in accounts}
         for position in positions:
             by_account.setdefault(str(position["accountId"]), []).append(position)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for account_id, owned in by_account.items():
-                args: list[Any] = [self.ttl_s, "0"]
-                account = accounts.get(account_id)
-                if account is not None:
-                    args.extend((_ACCOUNT, *encode_entry(account)))
-                for position in owned:
-                    args.extend((_POSITION + str(position["symbol"]), *encode_entry(position)))
-                await self._merge(keys=[self.key(account_id)], args=args, client=pipe)
-            await pipe.execute()
+        entries = {
+            account_id: self._fields(accounts.get(account_id), owned)
+            for account_id, owned in by_account.items()
+        }
+        await self._write(entries, complete=False)
 
 
 #: What "open" means for the open-orders read: still able to trade (or waiting to).
@@ -159,20 +180,13 @@ def order_version(document: Mapping[str, Any]) -> int:
     return (int(document.get("lastSequence", -1)) + 1) * 2 + int(ended)
 
 
-class OpenOrdersCache:
+class OpenOrdersCache(_AccountHashes):
     """Per-account open orders in Redis, newest version of each order wins."""
 
-    def __init__(self, redis: Redis, prefix: str, ttl_s: int) -> None:
-        self.redis = redis
-        self.prefix = prefix
-        self.ttl_s = ttl_s
-        self._merge = redis.register_script(_MERGE)
-
-    def key(self, account_id: str) -> str:
-        return f"{self.prefix}open-orders:{account_id}"
+    kind = "open-orders"
 
     @staticmethod
-    def _args(documents: Iterable[Mapping[str, Any]]) -> list[Any]:
+    def _fields(documents: Iterable[Mapping[str, Any]]) -> list[Any]:
         args: list[Any] = []
         for document in documents:
             body = json.dumps(dict(document), default=str, sort_keys=True)
@@ -181,22 +195,15 @@ class OpenOrdersCache:
 
     async def read(self, account_id: str) -> list[Document] | None:
         """The open orders, or None when the hash is not complete (read MongoDB)."""
-        raw = await self.redis.hgetall(self.key(account_id))
-        fields = {key.decode(): value.decode() for key, value in raw.items()}
-        if fields.get(_COMPLETE) != "1":
+        documents = _documents(await self.redis.hgetall(self.key(account_id)))
+        if documents is None:
             return None
-        documents = [
-            dict(json.loads(value.split("|", 1)[1]))
-            for key, value in fields.items()
-            if key.startswith("ord:")
-        ]
-        return [d for d in documents if str(d.get("status")) in OPEN_STATUSES]
+        return [d for d in documents.values() if str(d.get("status")) in OPEN_STATUSES]
 
     async def merge(
         self, account_id: str, documents: Iterable[Mapping[str, Any]], *, complete: bool
     ) -> None:
-        args = [self.ttl_s, "1" if complete else "0", *self._args(documents)]
-        await self._merge(keys=[self.key(account_id)], args=args)
+        await self._write({account_id: self._fields(documents)}, complete=complete)
 
     async def write_through(self, documents: Iterable[Mapping[str, Any]]) -> None:
         """The projector's write: every order a batch moved, grouped by account."""
@@ -204,10 +211,7 @@ class OpenOrdersCache:
         for document in documents:
             if document.get("accountId"):
                 by_account.setdefault(str(document["accountId"]), []).append(document)
-        if not by_account:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for account_id, owned in by_account.items():
-                args = [self.ttl_s, "0", *self._args(owned)]
-                await self._merge(keys=[self.key(account_id)], args=args, client=pipe)
-            await pipe.execute()
+        await self._write(
+            {account_id: self._fields(owned) for account_id, owned in by_account.items()},
+            complete=False,
+        )
