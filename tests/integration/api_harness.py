@@ -239,6 +239,20 @@ async def funded_user(
     return user
 
 
+async def user_with_shares(
+    api: Api, username: str, symbol: str = "PETR4", quantity: str = "300", price: str = "30.00"
+) -> User:
+    """A user whose shares were moved in from another custodian at ``price`` each."""
+    user = await sign_up(api.client, username)
+    moved = await api.client.post(
+        "/api/v1/account/custody-transfers",
+        json={"symbol": symbol, "quantity": quantity, "averagePrice": price},
+        headers=user.auth,
+    )
+    assert moved.status_code in (201, 202), moved.text
+    return user
+
+
 # --- the stand-in accounts agent -------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ from brokerflow.schemas.trades import TradeExecuted
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog
 
-from .api_harness import User, api_namespace, funded_user, live_system, sign_up
+from .api_harness import User, api_namespace, funded_user, live_system, sign_up, user_with_shares
 from .exchange_workers import stop
 from .test_broker_end_to_end import eventually, get
 
@@ -229,13 +229,7 @@ async def test_reconciler_resends_stuck_requests_and_names_tampered_fields(
         api = system.api
         client = api.client
         ana = await funded_user(api, "ana", amount="10000.00")
-        bruno = await sign_up(client, "bruno")
-        moved = await client.post(
-            "/api/v1/account/custody-transfers",
-            json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
-            headers=bruno.auth,
-        )
-        assert moved.status_code in (201, 202), moved.text
+        bruno = await user_with_shares(api, "bruno")
 
         # An order the API wrote but whose request never reached Kafka, 2 minutes ago.
         stuck = RequestOrder(

@@ -23,7 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from brokerflow.settings import Settings
 
-from .api_harness import User, funded_user, live_system, set_last_price, sign_up
+from .api_harness import User, funded_user, live_system, set_last_price, user_with_shares
 
 pytestmark = pytest.mark.integration
 
@@ -61,13 +61,7 @@ async def test_sign_up_fund_buy_sell_cancel_and_see_fills_and_portfolio(
         api = system.api
         client = api.client
         ana = await funded_user(api, "ana", amount="10000.00")
-        bruno = await sign_up(client, "bruno")
-        moved = await client.post(
-            "/api/v1/account/custody-transfers",
-            json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
-            headers=bruno.auth,
-        )
-        assert moved.status_code in (201, 202), moved.text
+        bruno = await user_with_shares(api, "bruno")
 
         # Hold 200 x 38.50 = 7700.00 + fee 2.31 = 7702.31.
         buy = await client.post(

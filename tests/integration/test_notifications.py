@@ -25,7 +25,7 @@ from brokerflow.metrics import metric_value
 from brokerflow.notifications import NotificationStore, run_notifications
 from brokerflow.settings import Settings
 
-from .api_harness import Api, User, funded_user, live_system, sign_up
+from .api_harness import Api, User, funded_user, live_system, user_with_shares
 from .test_broker_end_to_end import eventually
 
 pytestmark = pytest.mark.integration
@@ -137,13 +137,7 @@ async def test_each_user_gets_their_own_updates_in_order_and_resumes_without_gap
             api = system.api
             notifier = asyncio.create_task(run_notifications(api.settings, stop_notifier))
             ana = await funded_user(api, "ana", amount="20000.00")
-            bruno = await sign_up(api.client, "bruno")
-            moved = await api.client.post(
-                "/api/v1/account/custody-transfers",
-                json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
-                headers=bruno.auth,
-            )
-            assert moved.status_code in (201, 202), moved.text
+            bruno = await user_with_shares(api, "bruno")
 
             async with Socket(url, ana) as ana_socket, Socket(url, bruno) as bruno_socket:
                 buy = await place(api, ana, "BUY", "300")

@@ -20,7 +20,7 @@ from brokerflow.projections import run_projector
 from brokerflow.projections.folds import ORDER_HISTORY
 from brokerflow.settings import Settings
 
-from .api_harness import Api, User, funded_user, live_system, sign_up
+from .api_harness import Api, User, funded_user, live_system, user_with_shares
 from .test_broker_end_to_end import eventually, get
 
 pytestmark = pytest.mark.integration
@@ -64,13 +64,7 @@ async def test_list_history_state_at_and_audit(
         api = system.api
         client = api.client
         ana = await funded_user(api, "ana", amount="20000.00")
-        bruno = await sign_up(client, "bruno")
-        moved = await client.post(
-            "/api/v1/account/custody-transfers",
-            json={"symbol": "PETR4", "quantity": "300", "averagePrice": "30.00"},
-            headers=bruno.auth,
-        )
-        assert moved.status_code in (201, 202), moved.text
+        bruno = await user_with_shares(api, "bruno")
 
         bought = await place(api, ana, "BUY", "300", "38.00")
         await asyncio.sleep(0.05)  # distinct instants between the orders' events
