@@ -150,16 +150,14 @@ class _Accounts(ExactlyOnceAgent):
         key = account.encode()
         for entry in outcome.ledger:
             LEDGER_ENTRIES.labels(type=entry.type).inc()
-            await send_in_transaction(record, _LEDGER_TOPIC, key, entry.to_json_bytes())
+            send_in_transaction(record, _LEDGER_TOPIC, key, entry.to_json_bytes())
         for decision in outcome.decisions:
             code = decision.__dict__.get("code") or decision.__dict__.get("reason") or "ACCEPTED"
             ACCOUNT_DECISIONS.labels(command=decision.__dict__["command"], outcome=code).inc()
-            await send_in_transaction(record, _DECISIONS_TOPIC, key, decision.to_json_bytes())
+            send_in_transaction(record, _DECISIONS_TOPIC, key, decision.to_json_bytes())
         for command in outcome.exchange:
             symbol: str = command.__dict__["symbol"]
-            await send_in_transaction(
-                record, _EXCHANGE_TOPIC, symbol.encode(), command.to_json_bytes()
-            )
+            send_in_transaction(record, _EXCHANGE_TOPIC, symbol.encode(), command.to_json_bytes())
 
 
 accounts = _Accounts()

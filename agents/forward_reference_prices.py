@@ -193,7 +193,5 @@ class ReferencePrices:
         command = SetReferencePrice(
             symbol=symbol, price=state.price, source=state.source, event_time=state.event_time
         )
-        await send_in_transaction(
-            source, self.commands_topic, symbol.encode(), command.to_json_bytes()
-        )
+        send_in_transaction(source, self.commands_topic, symbol.encode(), command.to_json_bytes())
         self.forwarded += 1

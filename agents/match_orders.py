@@ -72,6 +72,7 @@ import sys
 import time
 from collections.abc import Mapping
 from datetime import date, timedelta
+from functools import partial
 from typing import Any
 
 from faust.types import StreamT
@@ -104,8 +105,9 @@ from brokerflow.matching.events import TRADE_EXECUTED
 from brokerflow.matching.marketdata import DepthFeed, book_json
 from brokerflow.matching.wire import to_json
 from brokerflow.metrics import EXCHANGE_EVENTS
-from brokerflow.schemas import CloseSession, Message, decode
+from brokerflow.schemas import decode
 from brokerflow.schemas.base import format_utc
+from brokerflow.schemas.commands_fastpath import fast_command_fields
 from brokerflow.tables.exchange import (
     engine_state_by_symbol,
     orders_by_key,
@@ -137,6 +139,9 @@ _MEMBERS = f"{settings.participants_account}-"
 _COMMANDS = frozenset(
     ("PlaceOrder", "CancelOrder", "AmendOrder", "CloseSession", "SetReferencePrice")
 )
+#: Each event type's Prometheus counter (``labels()`` looks the child up on every call).
+_EVENT_COUNTERS: dict[str, Any] = {}
+_encode = encode_order_record
 _TABLES = (orders_by_key, engine_state_by_symbol, reference_forwarding)
 
 #: The agent's inputs: commands, and the market data whose prices become reference prices. All
@@ -163,6 +168,8 @@ class _Books(ExactlyOnceAgent):
         self.exchange = Exchange(self.rules)
         self.engines: dict[str, MatchingEngine] = {}
         self.closed_sessions: dict[str, date | None] = {}
+        #: symbol -> the book's depth key (book units) when its feed last looked at it.
+        self.depth_keys: dict[str, Any] = {}
         self.execution_reports = 0
         #: The exchange's market data (``exchange-book-v1``); None when it publishes none.
         self.book = (
@@ -170,7 +177,7 @@ class _Books(ExactlyOnceAgent):
         )
 
     def drop_state(self) -> None:
-        self.engines, self.closed_sessions = {}, {}
+        self.engines, self.closed_sessions, self.depth_keys = {}, {}, {}
         if self.book is not None:
             self.book.forget()
         references.clear()
@@ -219,6 +226,17 @@ class _Books(ExactlyOnceAgent):
         else:
             await references.forward(record, writes, now)
 
+    def book_messages(self, symbol: str, engine: MatchingEngine) -> list[Any]:
+        """The book feed's messages after a command: none when the top levels are unchanged
+        (compared in book units, which is cheap; the decimal depth only when they changed)."""
+        if self.book is None:
+            return []
+        key = engine.depth_key(_BOOK_LEVELS)
+        if self.depth_keys.get(symbol) == key:
+            return []
+        self.depth_keys[symbol] = key
+        return self.book.update(symbol, engine.depth_of_key(key))
+
     def engine(self, symbol: str) -> MatchingEngine:
         engine = self.engines.get(symbol)
         if engine is None:
@@ -233,17 +251,20 @@ books = _Books()
 async def process_command(record: InputRecord, writes: TableWrites) -> None:
     """One record of the command topic: decode, match, persist, produce (in one transaction)."""
     raw: bytes = record.value
-    try:
-        message = decode(raw)
-        if message.type not in _COMMANDS:
-            raise UnknownMessageError(
-                message.type, {"type": f"{message.type} is not an exchange command"}
-            )
-    except SchemaError as exc:
-        await books.dead_letter(record, exc)
-        write_next_offset(record, writes)
-        return
-    if not await apply_command(record, message, writes):
+    fields = fast_command_fields(raw)
+    if fields is None:
+        try:
+            message = decode(raw)
+            if message.type not in _COMMANDS:
+                raise UnknownMessageError(
+                    message.type, {"type": f"{message.type} is not an exchange command"}
+                )
+        except SchemaError as exc:
+            await books.dead_letter(record, exc)
+            write_next_offset(record, writes)
+            return
+        fields = message.__dict__
+    if not apply_command(record, fields, writes):
         write_next_offset(record, writes)
 
 
@@ -254,25 +275,26 @@ def write_next_offset(record: InputRecord, writes: TableWrites) -> None:
     )
 
 
-async def apply_command(record: InputRecord, message: Message, writes: TableWrites) -> bool:
-    """Match one command; False when it was ignored (nothing written)."""
-    symbol: str = message.__dict__["symbol"]
+def apply_command(record: InputRecord, fields: Mapping[str, Any], writes: TableWrites) -> bool:
+    """Match one command (a message's field values); False when it was ignored (nothing
+    written)."""
+    symbol: str = fields["symbol"]
     engine = books.engine(symbol)
     closes_session: date | None = None
-    if isinstance(message, CloseSession) and message.session_date is not None:
+    if fields["type"] == "CloseSession" and fields["session_date"] is not None:
         last = books.closed_sessions.get(symbol)
-        if last is not None and message.session_date <= last:
-            log.info("%s: session %s already closed; close ignored", symbol, message.session_date)
+        if last is not None and fields["session_date"] <= last:
+            log.info("%s: session %s already closed; close ignored", symbol, fields["session_date"])
             return False
-        closes_session = message.session_date
-    events = engine.process(engine_command(message, engine.rules))
+        closes_session = fields["session_date"]
+    events = engine.process(engine_command(fields, engine.rules))
     if closes_session is not None:
         books.closed_sessions[symbol] = closes_session
     for order_id, order in engine.changes:
-        writes.set(record, orders_by_key, order_key(symbol, order_id), encode_order_record(order))
-    book_messages = (
-        [] if books.book is None else books.book.update(symbol, engine.depth(_BOOK_LEVELS))
-    )
+        # Encoded when the batch ends: a later command of the batch that changes the order
+        # again sets this key again, so the order's state then is its state at its last set.
+        writes.set(record, orders_by_key, order_key(symbol, order_id), partial(_encode, order))
+    book_messages = books.book_messages(symbol, engine)
     book_sequence, book_since_snapshot = (0, 0) if books.book is None else books.book.state(symbol)
     state = SymbolRecord(
         engine.state(),
@@ -281,23 +303,28 @@ async def apply_command(record: InputRecord, message: Message, writes: TableWrit
         book_sequence=book_sequence,
         book_since_snapshot=book_since_snapshot,
     )
-    writes.set(record, engine_state_by_symbol, symbol.encode(), state.to_bytes())
+    writes.set(record, engine_state_by_symbol, symbol.encode(), state.to_bytes)
     key = symbol.encode()
     if book_messages:
-        when = format_utc(message.__dict__["event_time"])
+        when = format_utc(fields["event_time"])
         for book_message in book_messages:
-            await send_in_transaction(record, _BOOK_TOPIC, key, book_json(book_message, when))
+            send_in_transaction(record, _BOOK_TOPIC, key, book_json(book_message, when))
     for engine_event in events:
-        EXCHANGE_EVENTS.labels(type=engine_event[0]).inc()
+        counter = _EVENT_COUNTERS.get(engine_event[0])
+        if counter is None:
+            counter = _EVENT_COUNTERS[engine_event[0]] = EXCHANGE_EVENTS.labels(
+                type=engine_event[0]
+            )
+        counter.inc()
         payload = to_json(engine_event).encode()
         if engine_event[0] == TRADE_EXECUTED:
-            await send_in_transaction(record, _TRADES_TOPIC, key, payload)
+            send_in_transaction(record, _TRADES_TOPIC, key, payload)
             continue
-        await send_in_transaction(record, _EVENTS_TOPIC, key, payload)
+        send_in_transaction(record, _EVENTS_TOPIC, key, payload)
         account = event_account_id(engine_event) if _REPORTS_TOPIC else None
         if account is not None and not account.startswith(_MEMBERS):
             books.execution_reports += 1
-            await send_in_transaction(record, _REPORTS_TOPIC, account.encode(), payload)
+            send_in_transaction(record, _REPORTS_TOPIC, account.encode(), payload)
     return True
 
 

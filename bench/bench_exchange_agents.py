@@ -97,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="run the worker under cProfile and write its stats to FILE (slows it down)",
     )
+    parser.add_argument(
+        "--execution-reports",
+        action="store_true",
+        help="the exchange also sends each event of an order with an account to "
+        "execution-reports-v1 for the broker's accounts agent (in the same worker), as "
+        "`brokerflow run` does; off by default: the exchange alone",
+    )
     args = parser.parse_args(argv)
     base = Settings()
     unique = uuid.uuid4().hex[:8]
@@ -136,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "EXCHANGE_RULES_PATH": str(rules_path),
         "EXCHANGE_SESSION_SYMBOLS": "",
         "EXCHANGE_WEB_PORT_BASE": "26166",
+        "BROKER_EXECUTION_REPORTS": "true" if args.execution_reports else "false",
     }
     log = open(workdir / "worker.log", "wb")  # noqa: SIM115
     worker_started = time.monotonic()
@@ -173,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.commands / publish_s:,.0f} commands/s"
     )
     print(
-        f"exchange agents, exactly-once, 1 worker, start-up included: {agent_rate:,.0f} commands/s "
+        f"exchange agents, exactly-once, 1 worker, execution reports "
+        f"{'on' if args.execution_reports else 'off'}, start-up included: "
+        f"{agent_rate:,.0f} commands/s "
         f"({end_to_end_s:.1f} s until the last order event was committed)"
     )
     print(
@@ -187,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio agents (start-up included) / raw produce+consume: {agent_rate / raw_rate:.3f}")
     asyncio.run(delete_topics(settings, lambda name: unique in name))  # the worker's too
     print(machine_line())
-    print(f"command: python bench/bench_exchange_agents.py --commands {args.commands}")
+    flag = " --execution-reports" if args.execution_reports else ""
+    print(f"command: python bench/bench_exchange_agents.py --commands {args.commands}{flag}")
     return 0
 
 

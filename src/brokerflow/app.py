@@ -66,6 +66,9 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.topic_replication_factor,
         broker_commit_interval=settings.exchange_commit_interval_s,
         broker_commit_every=None,
+        # The agents hand the producers a step's records per partition as one batch
+        # (agents.exactly_once.Outbox); 16 KiB batches split them into many requests.
+        producer_max_batch_size=512 * 1024,
         broker_session_timeout=settings.exchange_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.exchange_session_timeout_s / 3),
         table_standby_replicas=0,

@@ -190,14 +190,16 @@ def rebuild_engines(
     return engines
 
 
-def engine_command(message: Message, rules: SymbolRules) -> Command:
+def engine_command(message: Message | Mapping[str, Any], rules: SymbolRules) -> Command:
     """The book-unit command for a wire command, by the same conversions as ``brokerflow match``.
 
-    ``CloseSession`` and ``SetReferencePrice`` map to their core commands; the session-date
-    dedup of closes is the agent's (it needs the stored last closed date).
+    ``message`` is the model or its field values (``model.__dict__``, or what
+    :func:`~brokerflow.schemas.commands_fastpath.fast_command_fields` gives). ``CloseSession``
+    and ``SetReferencePrice`` map to their core commands; the session-date dedup of closes is the
+    agent's (it needs the stored last closed date).
     """
-    kind = message.type
-    data: Mapping[str, Any] = message.__dict__
+    data: Mapping[str, Any] = message.__dict__ if isinstance(message, Message) else message
+    kind = data["type"]
     symbol = data["symbol"]
     if kind == "PlaceOrder":
         return place_command(

@@ -211,6 +211,7 @@ class MatchingEngine:
         "_codec",
         "_highest_price",
         "_last_events",
+        "_level_cache",
         "_lowest_price",
         "_orders",
         "_priority",
@@ -237,6 +238,8 @@ class MatchingEngine:
         self._orders: dict[str, RestingOrder] = {}
         self._seen: set[str] = set()
         self._last_events: list[Event] = []
+        #: (is_bid, (ticks key, lots, orders)) -> PriceLevel, for depth_of_key.
+        self._level_cache: dict[tuple[bool, tuple[int, int, int]], PriceLevel] = {}
         self._sequence = 0
         self._trade_number = 0
         self._priority = 0
@@ -1068,6 +1071,51 @@ class MatchingEngine:
     def depth(self, levels: int = 5) -> Depth:
         """The best ``levels`` price levels per side, best first. O(number of levels)."""
         return Depth(self._side_depth(self._bids, levels), self._side_depth(self._asks, levels))
+
+    def depth_key(self, levels: int = 5) -> tuple[tuple[tuple[int, int, int], ...], ...]:
+        """What :meth:`depth` shows, in book units (ticks, lots, order count per level).
+
+        Equal keys mean equal depths (the rules convert units the same way every time), and
+        building it skips the decimal conversions: a publisher compares keys and asks for the
+        :meth:`depth` only when the key changed.
+        """
+        return (self._side_key(self._bids, levels), self._side_key(self._asks, levels))
+
+    def depth_of_key(self, key: tuple[tuple[tuple[int, int, int], ...], ...]) -> Depth:
+        """:meth:`depth` from a :meth:`depth_key` taken since the last command (no second walk
+        of the book; levels seen before come from a small cache)."""
+        levels = self._level_cache
+        if len(levels) > 4096:
+            levels.clear()
+        sides = []
+        for is_bid, side_key in ((True, key[0]), (False, key[1])):
+            out = []
+            for level_key in side_key:
+                level = levels.get((is_bid, level_key))
+                if level is None:
+                    ticks, lots, orders = level_key
+                    level = levels[(is_bid, level_key)] = PriceLevel(
+                        self.rules.ticks_to_price(-ticks if is_bid else ticks),
+                        self.rules.lots_to_quantity(lots),
+                        orders,
+                    )
+                out.append(level)
+            sides.append(tuple(out))
+        return Depth(sides[0], sides[1])
+
+    @staticmethod
+    def _side_key(side: BookSide, count: int) -> tuple[tuple[int, int, int], ...]:
+        by_key = side.levels
+        live = [key for key, level in by_key.items() if level]
+        top = sorted(live) if len(live) <= count else nsmallest(count, live)
+        return tuple(
+            (
+                key,
+                sum(order.leaves for order in by_key[key]),
+                sum(1 for order in by_key[key] if order.leaves),
+            )
+            for key in top
+        )
 
     def _top_level(self, side: BookSide) -> PriceLevel | None:
         if not side.keys:

@@ -138,6 +138,23 @@ def test_a_subscriber_applying_the_feed_holds_the_books_top_n(
         assert (copy.bids[0] if copy.bids else None, copy.asks[0] if copy.asks else None) == top
 
 
+@settings(max_examples=150, deadline=None)
+@given(tape=tapes(max_length=60), levels=st.integers(1, 4))
+def test_the_depth_key_changes_exactly_when_the_depth_does(tape: list, levels: int) -> None:
+    """The agent publishes only when the key (book units) changed and builds the depth from
+    the key: both must agree with the depth read from the book after every command."""
+    engine = MatchingEngine(SYMBOL, SymbolRules(tick_size=D("0.01"), lot_size=D("5")))
+    previous_key, previous_depth = None, None
+    for command in tape:
+        engine.process(command)
+        key, depth = engine.depth_key(levels), engine.depth(levels)
+        assert engine.depth_of_key(key) == depth
+        assert all(len(side) <= levels for side in key)
+        if previous_key is not None:
+            assert (key == previous_key) == (depth == previous_depth)
+        previous_key, previous_depth = key, depth
+
+
 def test_the_wire_form_is_the_schemas() -> None:
     engine = MatchingEngine(SYMBOL, SymbolRules())
     feed = DepthFeed(levels=2)
