@@ -262,6 +262,12 @@ class Settings(BaseSettings):
         description="How long the matching agent waits to fill a batch before it processes what "
         "it has (added latency when the command topic is quiet)",
     )
+    exchange_direct_delivery: bool = Field(
+        True,
+        description="The worker's consumer hands each fetched record to the agents' streams "
+        "directly, not through two asyncio tasks per record (Faust's wait_first); that "
+        "doubled what Faust can deliver (BENCHMARKS.md). false: Faust's own loop",
+    )
     exchange_gil_switch_interval_s: float = Field(
         0.0005,
         gt=0,

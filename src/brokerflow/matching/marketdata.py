@@ -25,6 +25,8 @@ Levels are ``(price, quantity, orders)``; prices and quantities are the book's d
 from __future__ import annotations
 
 import json
+import json.encoder
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -44,6 +46,8 @@ __all__ = [
     "diff_levels",
     "market_trade",
 ]
+
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 #: The venue code of this project's exchange on the normalized market types.
 EXCHANGE_VENUE = "BROKERFLOW"
@@ -251,5 +255,35 @@ def book_wire(message: BookMessage, event_time: str, venue: str = "BROKERFLOW") 
     }
 
 
+def _level_json(price: Decimal, quantity: Decimal, orders: int) -> str:
+    return f'{{"price":"{price:f}","quantity":"{quantity:f}","orders":{orders}}}'
+
+
+def _optional_level_json(level: PriceLevel | None) -> str:
+    return "null" if level is None else _level_json(*level)
+
+
 def book_json(message: BookMessage, event_time: str, venue: str = "BROKERFLOW") -> bytes:
-    return json.dumps(book_wire(message, event_time, venue), separators=(",", ":")).encode()
+    """``json.dumps`` of :func:`book_wire` (compact), formatted by hand: the agent sends one
+    per book change (a test checks the bytes are the same)."""
+    when = _quote(event_time)
+    if message.snapshot:
+        assert message.depth is not None
+        bids = ",".join([_level_json(*level) for level in message.depth.bids])
+        asks = ",".join([_level_json(*level) for level in message.depth.asks])
+        return (
+            f'{{"type":"BookSnapshot","schemaVersion":1,"venue":{_quote(venue)},'
+            f'"symbol":{_quote(message.symbol)},"sequence":{message.sequence},'
+            f'"bids":[{bids}],"asks":[{asks}],"eventTime":{when}}}'
+        ).encode()
+    changes = message.changes
+    bids = ",".join([_level_json(c.price, c.quantity, c.orders) for c in changes if c.is_bid])
+    asks = ",".join([_level_json(c.price, c.quantity, c.orders) for c in changes if not c.is_bid])
+    top = message.top
+    return (
+        f'{{"type":"BookUpdate","schemaVersion":1,"venue":{_quote(venue)},'
+        f'"symbol":{_quote(message.symbol)},"sequence":{message.sequence},'
+        f'"bids":[{bids}],"asks":[{asks}],"bestBid":{_optional_level_json(top.bid)},'
+        f'"bestAsk":{_optional_level_json(top.ask)},'
+        f'"topChanged":{"true" if message.top_changed else "false"},"eventTime":{when}}}'
+    ).encode()

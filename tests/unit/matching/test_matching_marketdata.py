@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -16,6 +17,7 @@ from brokerflow.matching.marketdata import (
     LevelChange,
     apply_changes,
     book_json,
+    book_wire,
     diff_levels,
     market_trade,
 )
@@ -130,7 +132,13 @@ def test_a_subscriber_applying_the_feed_holds_the_books_top_n(
         top = engine.best_bid_ask()
         if messages:
             assert messages[-1].top == top
-            wire = [decode(book_json(m, "2026-06-25T13:30:00.000000Z")) for m in messages]
+            when = "2026-06-25T13:30:00.000000Z"
+            for message in messages:  # the hand-made bytes are json.dumps of the wire dict
+                assert (
+                    book_json(message, when)
+                    == json.dumps(book_wire(message, when), separators=(",", ":")).encode()
+                )
+            wire = [decode(book_json(m, when)) for m in messages]
             assert [w.sequence for w in wire] == [m.sequence for m in messages]
             assert [type(w) for w in wire] == [
                 BookSnapshot if m.snapshot else BookUpdate for m in messages
