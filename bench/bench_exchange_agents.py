@@ -5,7 +5,9 @@ It generates the seeded tape of ``bench/bench_matching.py`` (several symbols, ab
 commands trade), publishes it all to fresh topics (unique prefix), then starts one worker
 (``faust -A brokerflow.app worker``, exactly-once) and measures from the worker's start until
 the last order event is committed (read with ``read_committed``), start-up included, and also from
-the first committed output (steady state). In the same run it measures raw Kafka with aiokafka:
+the first committed output (steady state). Then a do-nothing Faust agent
+(``bench/faust_null_agent.py``) reads the same commands with the same settings: Faust's own
+ceiling. In the same run it measures raw Kafka with aiokafka:
 produce the same number of records of the same size to a fresh 6-partition topic (acks=all,
 idempotent), then consume them all (``read_committed``). Prints both rates, their ratio, the
 machine and the command.
@@ -18,6 +20,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -87,6 +90,34 @@ async def raw_kafka(settings: Settings, count: int, size: int) -> tuple[float, f
             seen += sum(len(messages) for messages in batch.values())
         consume_s = time.perf_counter() - started
     return count / produce_s, count / consume_s
+
+
+def faust_null_agent(
+    env: dict[str, str], workdir: Path, topic: str, records: int
+) -> tuple[float, float]:
+    """(rate from its first batch, seconds from process start to the last record) of
+    ``bench/faust_null_agent.py`` reading ``topic``: what Faust alone costs per record."""
+    null_env = {
+        **env,
+        "NULL_APP_ID": f"{env['EXCHANGE_APP_ID']}-null",
+        "NULL_TOPIC": topic,
+        "NULL_RECORDS": str(records),
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [FAUST, "-A", "faust_null_agent", "worker", "-l", "warn"],
+        env=null_env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    elapsed = time.monotonic() - started
+    found = re.search(r"null agent: \d+ records, (\d+)/s", done.stdout + done.stderr)
+    if found:
+        return float(found.group(1)), elapsed
+    raise RuntimeError(f"the do-nothing agent did not finish: {done.stderr[-2000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     end_to_end_s = done_at - worker_started
     agent_rate = args.commands / end_to_end_s
     steady_rate = args.commands / (done_at - first_at)
+    null_rate, null_s = faust_null_agent(env, workdir, topics.order_commands.name, args.commands)
     produce_rate, consume_rate = asyncio.run(raw_kafka(settings, args.commands, 200))
     raw_rate = 1 / (1 / produce_rate + 1 / consume_rate)
     print(f"tape: {args.commands} commands, {sink.trades} trades, {expected_events} order events")
@@ -194,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         f"exchange agents, from the first committed output to the last: {steady_rate:,.0f} "
         "commands/s (steady state, an upper bound)"
     )
+    print(
+        f"a do-nothing Faust agent on the same {args.commands} commands, same settings: "
+        f"{args.commands / null_s:,.0f} records/s start-up included, {null_rate:,.0f} from its "
+        f"first batch (Faust's own ceiling: {args.commands / null_s / raw_rate:.3f} of raw)"
+    )
     print(f"ratio agents (start-up included) / raw produce+consume: {agent_rate / raw_rate:.3f}")
+    print(f"ratio agents (steady) / do-nothing agent (steady): {steady_rate / null_rate:.3f}")
     asyncio.run(delete_topics(settings, lambda name: unique in name))  # the worker's too
     print(machine_line())
     flag = " --execution-reports" if args.execution_reports else ""
