@@ -52,7 +52,8 @@ _TIMES_IN_FORCE: Final = {member.value: member for member in TimeInForce}
 class _Wire(
     msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True, tag_field="type"
 ):
-    schema_version: Literal[1] = 1
+    #: Required: `decode` refuses a payload without it (the model alone would default it).
+    schema_version: Literal[1]
 
 
 class _PlaceOrder(_Wire, tag="PlaceOrder"):

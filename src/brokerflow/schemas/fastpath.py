@@ -5,10 +5,12 @@ timestamp (:mod:`brokerflow.schemas.base`) was half of each tick's time. :func:`
 parses the payload with :func:`pydantic_core.from_json` (the JSON parser ``model_validate_json``
 itself uses, so UTF-8, duplicate keys and number syntax are read identically; 2.5x faster than
 :func:`json.loads`), checks it with the same rules the models apply, and
-builds the model with ``model_construct`` (no second validation). It only ever accepts a strict
-subset of what the models accept, and whatever it accepts it builds exactly as pydantic would
-(equal fields, equal ``model_fields_set``); on any doubt it returns ``None`` and the caller runs
-the full pydantic path, which gives the precise :class:`~brokerflow.errors.SchemaError`.
+builds the model with pydantic's public ``model_construct`` (no second validation, and no
+private attribute of pydantic's set by hand, so an upgrade cannot break it silently). It only
+ever accepts a strict subset of what the models accept, and whatever it accepts it builds exactly
+as pydantic would (equal fields, equal ``model_fields_set``); on any doubt it returns ``None``
+and the caller runs the full pydantic path, which gives the precise
+:class:`~brokerflow.errors.SchemaError`.
 
 What it accepts, per field (anything else -> ``None``):
 
@@ -46,8 +48,6 @@ from brokerflow.schemas.orders import Side
 __all__ = ["fast_decode", "fast_decode_best_bid_ask", "fast_decode_trade"]
 
 _fromisoformat = datetime.fromisoformat
-_new = object.__new__
-_set = object.__setattr__
 _SIDES: Final = {"BUY": Side.BUY, "SELL": Side.SELL, None: None}
 _MAX_DECIMAL_CHARS = 40
 _MAX_UPDATE_ID = 2**63
@@ -73,33 +73,13 @@ _VENUES: dict[str, str] = {}
 _CACHE_LIMIT = 65536
 
 
-def _plain_model(cls: type[Message]) -> bool:
-    """Whether ``model_construct`` of ``cls`` only sets the four slots :func:`_build` sets."""
-    return (
-        not cls.__pydantic_root_model__
-        and cls.__pydantic_post_init__ is None
-        and not cls.__private_attributes__
-        and cls.model_config.get("extra") != "allow"
-    )
-
-
-_FAST_BUILD: Final = _plain_model(Trade) and _plain_model(BestBidAsk)
-
-
 def _build(cls: type[Message], values: dict[str, Any], fields_set: set[str]) -> Any:
-    """``cls.model_construct(fields_set, **values)`` without its per-field loop.
+    """The model, by pydantic's own ``model_construct`` (no second validation).
 
     ``values`` holds every field, in declaration order (``repr`` follows it). The tests check the
-    result against ``model_construct``'s and pydantic's.
+    result against pydantic's.
     """
-    if not _FAST_BUILD:
-        return cls.model_construct(fields_set, **values)
-    model = _new(cls)
-    _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", fields_set)
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
-    return model
+    return cls.model_construct(fields_set, **values)
 
 
 class _RefusedError(Exception):
