@@ -29,6 +29,7 @@ import uuid
 from pathlib import Path
 
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from brokerflow.exchange.io import follow_topic, publish_commands
 from brokerflow.kafka_io import consumer, producer
@@ -92,6 +93,25 @@ async def raw_kafka(settings: Settings, count: int, size: int) -> tuple[float, f
     return count / produce_s, count / consume_s
 
 
+async def wait_for_group(settings: Settings, group: str, members: int) -> None:
+    """Until the consumer group is stable with ``members`` members, and 3 s more (the
+    workers restore their empty tables after the assignment)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            (response,) = await admin.describe_consumer_groups([group])
+            described = response.to_object()["groups"][0]
+            if described["state"] == "Stable" and len(described["members"]) == members:
+                await asyncio.sleep(3)
+                return
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"group {group} not stable with {members} members in 180 s")
+    finally:
+        await admin.close()
+
+
 def faust_null_agent(
     env: dict[str, str], workdir: Path, topic: str, records: int
 ) -> tuple[float, float]:
@@ -135,6 +155,25 @@ def main(argv: list[str] | None = None) -> int:
         "execution-reports-v1 for the broker's accounts agent (in the same worker), as "
         "`brokerflow run` does; off by default: the exchange alone",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="exchange workers started together (one consumer group: partitions split)",
+    )
+    parser.add_argument(
+        "--hot-share",
+        type=float,
+        metavar="F",
+        help="send this fraction of the commands to one symbol (e.g. 0.8)",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="start the workers on empty topics, wait until their group is stable, then publish "
+        "the tape; the rate runs from the start of the publish to the last order event (no "
+        "start-up, no rebalance: what --workers is compared by)",
+    )
     args = parser.parse_args(argv)
     base = Settings()
     unique = uuid.uuid4().hex[:8]
@@ -142,17 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-exchange-"))
     rules_path = workdir / "rules.json"
     rules_path.write_text(json.dumps(bench_matching.rules_document()))
-    lines = bench_matching.generate_tape(args.commands)
+    lines = bench_matching.generate_tape(args.commands, hot_share=args.hot_share)
 
     class _Sink:
+        """The replay's output: counts, and each symbol's order events in order."""
+
         def __init__(self) -> None:
             self.lines = 0
             self.trades = 0
+            self.events_by_symbol: dict[str, list[bytes]] = {}
 
         def write(self, text: str) -> None:
             for line in text.splitlines():
                 self.lines += 1
-                self.trades += '"type":"TradeExecuted"' in line
+                if '"type":"TradeExecuted"' in line:
+                    self.trades += 1
+                    continue
+                symbol = json.loads(line)["symbol"]
+                self.events_by_symbol.setdefault(symbol, []).append(line.encode())
 
         def flush(self) -> None:
             pass
@@ -163,9 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     expected_events = sink.lines - sink.trades
     topics = catalog(settings)
     asyncio.run(ensure_topics(settings))
-    started = time.perf_counter()
-    asyncio.run(publish_commands(settings, lines))
-    publish_s = time.perf_counter() - started
+    publish_s = 0.0
+    if not args.warm:
+        started = time.perf_counter()
+        asyncio.run(publish_commands(settings, lines))
+        publish_s = time.perf_counter() - started
     env = {
         **os.environ,
         "TOPIC_PREFIX": settings.topic_prefix,
@@ -176,45 +224,64 @@ def main(argv: list[str] | None = None) -> int:
         "EXCHANGE_WEB_PORT_BASE": "26166",
         "BROKER_EXECUTION_REPORTS": "true" if args.execution_reports else "false",
     }
-    log = open(workdir / "worker.log", "wb")  # noqa: SIM115
     worker_started = time.monotonic()
     profiler = (
         [] if args.profile is None else [sys.executable, "-m", "cProfile", "-o", args.profile]
     )
-    worker = subprocess.Popen(
-        [*profiler, FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
-        env=env,
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    workers = [
+        subprocess.Popen(
+            [*profiler, FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
+            env=env,
+            cwd=workdir,
+            stdout=open(workdir / f"worker{number}.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        for number in range(args.workers)
+    ]
     try:
+        if args.warm:
+            asyncio.run(wait_for_group(settings, env["EXCHANGE_APP_ID"], args.workers))
+            worker_started = time.monotonic()  # the clock starts with the publish
+            started = time.perf_counter()
+            asyncio.run(publish_commands(settings, lines))
+            publish_s = time.perf_counter() - started
         followed = asyncio.run(
             follow_topic(
                 settings,
                 topics.order_events.name,
                 expected_events,
-                alive=lambda: worker.poll() is None,
+                alive=lambda: all(worker.poll() is None for worker in workers),
             )
         )
         first_at, done_at = followed.first_at, followed.done_at
     finally:
-        worker.terminate()
-        worker.wait(60)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(60)
+    by_symbol: dict[str, list[bytes]] = {}
+    for record in followed.records:  # (partition, offset) order: each symbol's own order
+        by_symbol.setdefault((record.key or b"").decode(), []).append(record.value)
+    identical = by_symbol == sink.events_by_symbol
     end_to_end_s = done_at - worker_started
     agent_rate = args.commands / end_to_end_s
     steady_rate = args.commands / (done_at - first_at)
     null_rate, null_s = faust_null_agent(env, workdir, topics.order_commands.name, args.commands)
     produce_rate, consume_rate = asyncio.run(raw_kafka(settings, args.commands, 200))
     raw_rate = 1 / (1 / produce_rate + 1 / consume_rate)
-    print(f"tape: {args.commands} commands, {sink.trades} trades, {expected_events} order events")
+    hot = "" if args.hot_share is None else f", {args.hot_share:.0%} of them on one symbol"
+    print(
+        f"tape: {args.commands} commands{hot}, {sink.trades} trades, {expected_events} order events"
+    )
+    print(f"order events equal to the replay's, symbol by symbol, record for record: {identical}")
     print(
         "publish of the tape (aiokafka, idempotent, acks=all): "
         f"{args.commands / publish_s:,.0f} commands/s"
     )
     print(
-        f"exchange agents, exactly-once, 1 worker, execution reports "
-        f"{'on' if args.execution_reports else 'off'}, start-up included: "
+        f"exchange agents, exactly-once, {args.workers} worker(s), execution reports "
+        f"{'on' if args.execution_reports else 'off'}, "
+        f"{'from the publish (workers warm)' if args.warm else 'start-up included'}: "
         f"{agent_rate:,.0f} commands/s "
         f"({end_to_end_s:.1f} s until the last order event was committed)"
     )
@@ -236,8 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.run(delete_topics(settings, lambda name: unique in name))  # the worker's too
     print(machine_line())
     flag = " --execution-reports" if args.execution_reports else ""
+    flag += f" --workers {args.workers}" if args.workers != 1 else ""
+    flag += f" --hot-share {args.hot_share}" if args.hot_share is not None else ""
+    flag += " --warm" if args.warm else ""
     print(f"command: python bench/bench_exchange_agents.py --commands {args.commands}{flag}")
-    return 0
+    return 0 if identical else 1
 
 
 if __name__ == "__main__":

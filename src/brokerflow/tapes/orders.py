@@ -72,11 +72,12 @@ class _LivePool:
         return self.ids[rng.randrange(len(self.ids))] if self.ids else None
 
 
-def generate_tape(count: int, seed: int = SEED) -> list[str]:
+def generate_tape(count: int, seed: int = SEED, hot_share: float | None = None) -> list[str]:
     """A deterministic JSONL command tape of ``count`` lines.
 
     A shadow exchange runs alongside so that cancels and amends aim at orders that really rest
-    (as a broker's would), bar a few that arrive too late.
+    (as a broker's would), bar a few that arrive too late. ``hot_share``: that fraction of the
+    commands goes to the first symbol, the rest spread over all (a hot symbol at market open).
     """
     rng = random.Random(seed)
     rules = rules_from_wire(rules_document())
@@ -90,7 +91,10 @@ def generate_tape(count: int, seed: int = SEED) -> list[str]:
     start = datetime(2026, 1, 2, 13, 0, tzinfo=UTC)
     lines: list[str] = []
     for number in range(count):
-        symbol = rng.choice(symbols)
+        if hot_share is not None and rng.random() < hot_share:
+            symbol = symbols[0]
+        else:
+            symbol = rng.choice(symbols)
         tick, lot = ticks[symbol], lots[symbol]
         top = shadow.engine(symbol).best_bid_ask()
         bid = None if top.bid is None else int(top.bid.price / tick)
