@@ -117,23 +117,34 @@ class TableWrites:
     """
 
     def __init__(self) -> None:
-        self.pending: dict[tuple[str, int, bytes], tuple[Any, Source, bytes | Encoder]] = {}
+        self.pending: dict[tuple[str, int, bytes], tuple[Any, Source, bytes | Encoder | None]] = {}
 
     def set(self, source: Source, table: Any, key: bytes, value: bytes | Encoder) -> None:
         """``value``: the bytes, or a function that gives them, called once when the batch
         ends (a key set by every record of a batch is then encoded once)."""
         self.pending[(table.name, source.partition, key)] = (table, source, value)
 
+    def delete(self, source: Source, table: Any, key: bytes) -> None:
+        """Remove ``key``: a delete in the store, a tombstone in the changelog (compaction then
+        drops the key for good)."""
+        self.pending[(table.name, source.partition, key)] = (table, source, None)
+
     async def flush(self) -> None:
         batches: dict[tuple[str, int], tuple[Any, WriteBatch]] = {}
         for (name, partition, key), (table, source, value_or_encoder) in self.pending.items():
-            value = value_or_encoder if type(value_or_encoder) is bytes else value_or_encoder()
             store = table.data
             entry = batches.get((name, partition))
             if entry is None:
                 entry = batches[(name, partition)] = (store, WriteBatch(raw_mode=True))
-            entry[1].put(key, value)
-            store._key_index[key] = partition
+            value: bytes | None
+            if value_or_encoder is None:
+                value = None
+                entry[1].delete(key)
+                store._key_index.pop(key, None)
+            else:
+                value = value_or_encoder if type(value_or_encoder) is bytes else value_or_encoder()
+                entry[1].put(key, value)
+                store._key_index[key] = partition
             outbox.add(source, table.changelog_topic.get_topic_name(), key, value, partition)
         for (_, partition), (store, batch) in batches.items():
             store._db_for_partition(partition).write(batch)
@@ -155,8 +166,9 @@ class Outbox:
     """
 
     def __init__(self) -> None:
-        #: transactional id -> (topic, partition or None, key, value), in send order.
-        self.records: dict[str, list[tuple[str, int | None, bytes | None, bytes]]] = {}
+        #: transactional id -> (topic, partition or None, key, value), in send order; a value
+        #: of None is a tombstone.
+        self.records: dict[str, list[tuple[str, int | None, bytes | None, bytes | None]]] = {}
         #: topic -> its partition count (output topics do not change partitions under a worker).
         self.partition_counts: dict[str, int] = {}
         #: (topic, key) -> partition, as the default partitioner (murmur2) picks it.
@@ -169,7 +181,7 @@ class Outbox:
         source: Source,
         topic: str,
         key: bytes | None,
-        value: bytes,
+        value: bytes | None,
         partition: int | None = None,
     ) -> None:
         tid = transactional_id_for(source)

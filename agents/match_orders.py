@@ -294,6 +294,8 @@ def apply_command(record: InputRecord, fields: Mapping[str, Any], writes: TableW
         # Encoded when the batch ends: a later command of the batch that changes the order
         # again sets this key again, so the order's state then is its state at its last set.
         writes.set(record, orders_by_key, order_key(symbol, order_id), partial(_encode, order))
+    for order_id in engine.forgotten:  # a session close ended these ids' uniqueness
+        writes.delete(record, orders_by_key, order_key(symbol, order_id))
     book_messages = books.book_messages(symbol, engine)
     book_sequence, book_since_snapshot = (0, 0) if books.book is None else books.book.state(symbol)
     state = SymbolRecord(

@@ -209,6 +209,7 @@ class MatchingEngine:
         "_band_numerator",
         "_bids",
         "_codec",
+        "_forgotten",
         "_highest_price",
         "_last_events",
         "_level_cache",
@@ -237,6 +238,8 @@ class MatchingEngine:
         self._asks = BookSide(is_bid=False)
         self._orders: dict[str, RestingOrder] = {}
         self._seen: set[str] = set()
+        #: (the events list of the session close that forgot them, the order ids it forgot)
+        self._forgotten: tuple[list[Event] | None, list[str]] = (None, [])
         self._last_events: list[Event] = []
         #: (is_bid, (ticks key, lots, orders)) -> PriceLevel, for depth_of_key.
         self._level_cache: dict[tuple[bool, tuple[int, int, int]], PriceLevel] = {}
@@ -885,6 +888,13 @@ class MatchingEngine:
                 level.extend(kept)
             side.compact()  # also sweeps dead orders and empty levels left by lazy deletion
         self._sequence = seq
+        # Order ids are unique within a session: the ids of orders that ended (filled,
+        # cancelled, rejected, expired just now) are forgotten, so state does not grow with
+        # every order ever placed. A resting order's id stays taken.
+        resting = self._orders
+        forgotten = [order_id for order_id in self._seen if order_id not in resting]
+        self._seen = set(resting)
+        self._forgotten = (events, forgotten)
         return events
 
     def _set_reference_price(self, command: SetReferencePrice) -> list[Event]:
@@ -1063,6 +1073,13 @@ class MatchingEngine:
                 touched[event[4]] = None
         orders = self._orders
         return [(order_id, orders.get(order_id)) for order_id in touched]
+
+    @property
+    def forgotten(self) -> list[str]:
+        """Order ids the last command forgot (only a session close does): a store deletes
+        their records, since a later order may use the id again."""
+        events, order_ids = self._forgotten
+        return order_ids if events is self._last_events else []
 
     def best_bid_ask(self) -> TopOfBook:
         """Best bid and ask with their aggregate open quantity (``None`` for an empty side)."""

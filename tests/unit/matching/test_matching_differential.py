@@ -194,6 +194,8 @@ class ReferenceMatcher:
                 if order.time_in_force == "DAY":
                     self.resting.remove(order)
                     self.emit("OrderExpired", order.order_id, self.qty(order.leaves))
+            # Ids are unique within a session: only resting orders keep theirs.
+            self.seen = {order.order_id for order in self.resting}
         elif isinstance(command, SetReferencePrice):
             self.reference = Fraction(command.price) / Fraction(self.rules.tick_size)
         else:

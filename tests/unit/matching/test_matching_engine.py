@@ -659,3 +659,32 @@ def test_changes_name_each_touched_order_once(engine: MatchingEngine) -> None:
     assert [(oid, order.quantity) for oid, order in engine.changes] == [("s2", 5)]
     engine.process(close())
     assert engine.changes == []
+
+
+def test_order_ids_are_unique_within_a_session_and_forgotten_at_its_close(
+    engine: MatchingEngine,
+) -> None:
+    """State must not grow with every order ever placed: a session close forgets the ids of
+    orders that ended, and only those (a resting GTC order keeps its id)."""
+    run(
+        engine,
+        limit("g1", "BUY", 2, 99),  # GTC, rests across the close
+        limit("d1", "BUY", 1, 98, time_in_force="DAY"),  # expires at the close
+        limit("s1", "SELL", 1, 101),
+        limit("b1", "BUY", 1, 101),  # fills s1 and itself
+    )
+    assert [summary[0] for summary in run(engine, limit("b1", "BUY", 1, 97))] == [
+        "OrderDuplicateIgnored"  # within the session: a duplicate
+    ]
+    assert engine.forgotten == []
+    expired = run(engine, close())
+    assert [(summary[0], summary[2]) for summary in expired] == [("OrderExpired", "d1")]
+    assert sorted(engine.forgotten) == ["b1", "d1", "s1"]
+    assert engine.closed_order_ids() == set()
+    engine.process(limit("x1", "SELL", 1, 150))
+    assert engine.forgotten == []  # the next command forgets nothing
+    # After the close an ended id is free again; a resting order's id is still taken.
+    assert [summary[0] for summary in run(engine, limit("b1", "BUY", 1, 97))] == ["OrderAccepted"]
+    assert [summary[0] for summary in run(engine, limit("g1", "BUY", 1, 97))] == [
+        "OrderDuplicateIgnored"
+    ]

@@ -86,6 +86,11 @@ def test_every_order_quantity_is_accounted_for(tape: list[Command], rules: Symbo
         for event in engine.process(command):
             wire = to_wire(event)
             kind, order_id = wire["type"], wire.get("orderId")
+            if kind == "OrderAccepted" and order_id in ordered:
+                # An id forgotten at a session close, placed again: the old order ended whole.
+                assert filled[order_id] + gone[order_id] == ordered[order_id], order_id
+                filled.pop(order_id, None)
+                gone.pop(order_id, None)
             if kind in ("OrderAccepted", "OrderAmended"):
                 ordered[order_id] = Decimal(wire["quantity"])
             elif kind in ("OrderFilled", "OrderPartiallyFilled"):
@@ -161,6 +166,8 @@ class _Store:
             self.orders[order_id] = (
                 self.TOMBSTONE if order is None else json.dumps(order.to_record())
             )
+        for order_id in engine.forgotten:  # a session close: those records are deleted
+            del self.orders[order_id]
         self.state = json.dumps(engine.state().to_record())
 
     def restore(self, rules: SymbolRules) -> MatchingEngine:
