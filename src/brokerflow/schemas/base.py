@@ -55,8 +55,25 @@ def format_utc(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+#: Decimal texts already checked, and their value (prices repeat on every feed); bounded.
+_DECIMAL_TEXTS: dict[str, Decimal] = {}
+
+
 def _to_decimal(value: Any) -> Decimal:
     # Floats are refused: 0.1 + 0.2 is how brokers lose cents. Strings and ints are exact.
+    if type(value) is str:
+        known = _DECIMAL_TEXTS.get(value)
+        if known is not None:
+            return known  # immutable, and the same text always gives the same Decimal
+        result = _checked_decimal(value)
+        if len(_DECIMAL_TEXTS) >= 65536:
+            _DECIMAL_TEXTS.clear()
+        _DECIMAL_TEXTS[value] = result
+        return result
+    return _checked_decimal(value)
+
+
+def _checked_decimal(value: Any) -> Decimal:
     if isinstance(value, bool):
         raise ValueError("expected a decimal string, got a boolean")
     if isinstance(value, float):
