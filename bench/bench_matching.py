@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         f"stdout to /dev/null): {len(lines) / best_process:,.0f} commands/s "
         f"(best of 2: {best_process:.3f} s)"
     )
+    print(
+        f"ratio brokerflow match / core: {len(lines) / best_process / (len(commands) / best):.3f}"
+    )
     return 0
 
 
