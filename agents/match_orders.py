@@ -192,6 +192,7 @@ class _Books(ExactlyOnceAgent):
         ).items():
             self.engines[symbol] = engine
             self.closed_sessions[symbol] = closed
+            self.depth_keys.pop(symbol, None)  # compare with the restored feed's view next
         if self.book is not None:
             # The view last published is the restored book's: one goes out after every change.
             for key, value in states:
