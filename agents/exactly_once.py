@@ -173,8 +173,6 @@ class Outbox:
         self.partition_counts: dict[str, int] = {}
         #: (topic, key) -> partition, as the default partitioner (murmur2) picks it.
         self.partition_of_key: dict[tuple[str, bytes], int] = {}
-        self.batches_sent = 0
-        self.records_sent = 0
 
     def add(
         self,
@@ -189,9 +187,6 @@ class Outbox:
         if queued is None:
             queued = self.records[tid] = []
         queued.append((topic, partition, key, value))
-
-    def __len__(self) -> int:
-        return sum(len(records) for records in self.records.values())
 
     async def flush(self) -> None:
         """Produce every queued record in its transaction (call under the step lock)."""
@@ -221,21 +216,17 @@ class Outbox:
                     full.append((topic, partition, builder))
                     builder = builders[(topic, partition)] = producer.create_batch()
                     builder.append(key=key, value=value, timestamp=None)
-                self.records_sent += 1
             # A full builder goes out before the rest of its partition's records: order kept.
             full.extend((topic, part, builder) for (topic, part), builder in builders.items())
             async with app.producer._trn_locks[tid]:  # Faust holds it around its own sends
                 for topic, partition, builder in full:
                     await producer.send_batch(builder, topic, partition=partition)
-                    self.batches_sent += 1
 
     async def partition_for(self, producer: Any, topic: str, key: bytes | None) -> int:
-        """The partition aiokafka's default partitioner gives ``key`` (murmur2 of the key)."""
+        """The partition aiokafka's default partitioner gives ``key`` (murmur2 of the key), for
+        a key not in :attr:`partition_of_key` yet."""
         if key is None:
             raise ValueError(f"a record for {topic} needs a key or a partition")
-        known = self.partition_of_key.get((topic, key))
-        if known is not None:
-            return known
         count = self.partition_counts.get(topic)
         if count is None:
             count = self.partition_counts[topic] = len(await producer.partitions_for(topic))

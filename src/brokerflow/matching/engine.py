@@ -1087,7 +1087,7 @@ class MatchingEngine:
 
     def depth(self, levels: int = 5) -> Depth:
         """The best ``levels`` price levels per side, best first. O(number of levels)."""
-        return Depth(self._side_depth(self._bids, levels), self._side_depth(self._asks, levels))
+        return self.depth_of_key(self.depth_key(levels))
 
     def depth_key(self, levels: int = 5) -> tuple[tuple[tuple[int, int, int], ...], ...]:
         """What :meth:`depth` shows, in book units (ticks, lots, order count per level).
@@ -1138,10 +1138,6 @@ class MatchingEngine:
         if not side.keys:
             return None
         return self._price_level(side, side.keys[0])
-
-    def _side_depth(self, side: BookSide, count: int) -> tuple[PriceLevel, ...]:
-        live = (key for key, level in side.levels.items() if level)
-        return tuple(self._price_level(side, key) for key in nsmallest(count, live))
 
     def _price_level(self, side: BookSide, key: int) -> PriceLevel:
         level = side.levels[key]

@@ -30,6 +30,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from brokerflow.schemas.base import Message, _symbol, _to_utc
+from brokerflow.schemas.fastpath import _SYMBOLS, _checked, _positive, _RefusedError
 from brokerflow.schemas.orders import (
     AmendOrder,
     CancelOrder,
@@ -111,31 +112,8 @@ _check_mirrors()
 
 _decoder: Final = msgspec.json.Decoder(_PlaceOrder | _CancelOrder | _AmendOrder)
 
-#: Checked results of repeated strings; cleared when full (bounded whatever the input).
-_DECIMALS: dict[str, Decimal] = {}
-_SYMBOLS: dict[str, str] = {}
+#: Checked results of repeated times (symbols and decimals: the market fast path's caches).
 _TIMES: dict[str, datetime] = {}
-_CACHE_LIMIT = 65536
-
-
-class _RefusedError(Exception):
-    """Internal: the fast path gives up on this payload."""
-
-
-def _positive(text: str) -> Decimal:
-    """``PositiveDecimal``'s value for plain decimal text (digits, at most one point)."""
-    known = _DECIMALS.get(text)
-    if known is not None:
-        return known
-    if not (text.isascii() and text.replace(".", "", 1).isdigit()):
-        raise _RefusedError
-    value = Decimal(text)
-    if not value:
-        raise _RefusedError  # PositiveDecimal refuses zero
-    if len(_DECIMALS) >= _CACHE_LIMIT:
-        _DECIMALS.clear()
-    _DECIMALS[text] = value
-    return value
 
 
 def _optional_positive(text: str | None) -> Decimal | None:
@@ -154,25 +132,11 @@ def _optional_stripped(text: str | None) -> str | None:
 
 
 def _checked_symbol(text: str) -> str:
-    known = _SYMBOLS.get(text)
-    if known is not None:
-        return known
-    value = _symbol(_stripped(text))  # ValueError: caught by the caller
-    if len(_SYMBOLS) >= _CACHE_LIMIT:
-        _SYMBOLS.clear()
-    _SYMBOLS[text] = value
-    return value
+    return _checked(text, _SYMBOLS, _symbol)  # ValueError: caught by the caller
 
 
 def _utc(text: str) -> datetime:
-    known = _TIMES.get(text)
-    if known is not None:
-        return known
-    value = _to_utc(_stripped(text))  # ValueError: caught by the caller
-    if len(_TIMES) >= _CACHE_LIMIT:
-        _TIMES.clear()
-    _TIMES[text] = value
-    return value
+    return _checked(text, _TIMES, _to_utc)  # ValueError: caught by the caller
 
 
 def _place_order(wire: _PlaceOrder) -> dict[str, Any]:

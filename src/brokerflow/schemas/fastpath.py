@@ -35,9 +35,10 @@ models is safe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pydantic_core import from_json
 
@@ -48,6 +49,7 @@ from brokerflow.schemas.orders import Side
 __all__ = ["fast_decode", "fast_decode_best_bid_ask", "fast_decode_trade"]
 
 _fromisoformat = datetime.fromisoformat
+_T = TypeVar("_T")
 _SIDES: Final = {"BUY": Side.BUY, "SELL": Side.SELL, None: None}
 _MAX_DECIMAL_CHARS = 40
 _MAX_UPDATE_ID = 2**63
@@ -125,14 +127,15 @@ def _utc(value: Any) -> datetime:
     return parsed.astimezone(UTC)  # OverflowError: caught by the caller
 
 
-def _checked(value: Any, cache: dict[str, str], check: Any) -> str:
-    """``check(value)`` (a model's Symbol/Venue rule) for a string pydantic would not strip."""
+def _checked(value: Any, cache: dict[str, _T], check: Callable[[str], _T]) -> _T:
+    """``check(value)`` (a model's own rule: Symbol, Venue, UtcDatetime...) for an ASCII string
+    pydantic would not strip, remembered in ``cache``."""
     known = cache.get(value)  # TypeError for a list/dict: caught by the caller
     if known is not None:
         return known
     if type(value) is not str or not value or value != value.strip() or not value.isascii():
         raise _RefusedError
-    result: str = check(value)  # ValueError: caught by the caller
+    result = check(value)  # ValueError: caught by the caller
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
     cache[value] = result

@@ -146,6 +146,25 @@ def test_a_subscriber_applying_the_feed_holds_the_books_top_n(
         assert (copy.bids[0] if copy.bids else None, copy.asks[0] if copy.asks else None) == top
 
 
+def depth_from_orders(engine: MatchingEngine, levels: int) -> Depth:
+    """The top ``levels`` per side summed from the resting orders, in decimals."""
+    sides = []
+    for side, best_first in (("BUY", True), ("SELL", False)):
+        quantity: dict[Decimal, Decimal] = {}
+        orders: dict[Decimal, int] = {}
+        for order in engine.resting_orders():
+            if order.side != side:
+                continue
+            price = engine.rules.ticks_to_price(order.price)
+            quantity[price] = quantity.get(price, D(0)) + engine.rules.lots_to_quantity(
+                order.leaves
+            )
+            orders[price] = orders.get(price, 0) + 1
+        prices = sorted(quantity, reverse=best_first)[:levels]
+        sides.append(tuple(PriceLevel(p, quantity[p], orders[p]) for p in prices))
+    return Depth(sides[0], sides[1])
+
+
 @settings(max_examples=150, deadline=None)
 @given(tape=tapes(max_length=60), levels=st.integers(1, 4))
 def test_the_depth_key_changes_exactly_when_the_depth_does(tape: list, levels: int) -> None:
@@ -157,6 +176,7 @@ def test_the_depth_key_changes_exactly_when_the_depth_does(tape: list, levels: i
         engine.process(command)
         key, depth = engine.depth_key(levels), engine.depth(levels)
         assert engine.depth_of_key(key) == depth
+        assert depth == depth_from_orders(engine, levels)  # built another way: the orders
         assert all(len(side) <= levels for side in key)
         if previous_key is not None:
             assert (key == previous_key) == (depth == previous_depth)
