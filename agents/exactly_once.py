@@ -41,10 +41,11 @@ from faust.exceptions import ProducerSendError
 from faust.types import EventT, StreamT
 from rocksdict import WriteBatch
 
+from brokerflow.agents.checkpoints import Checkpoint, checkpoints, read_checkpoint, visible_items
 from brokerflow.agents.delivery import install_direct_delivery
 from brokerflow.app import app, settings
 from brokerflow.errors import ConfigError, SchemaError, UnknownMessageError
-from brokerflow.exchange.io import LogReader, PartitionSnapshot
+from brokerflow.exchange.io import LogReader, PartitionSnapshot, PartitionTail
 from brokerflow.exchange.state import next_offset_record
 from brokerflow.schemas import DeadLetter
 from brokerflow.topics import catalog
@@ -136,6 +137,9 @@ class TableWrites:
             entry = batches.get((name, partition))
             if entry is None:
                 entry = batches[(name, partition)] = (store, WriteBatch(raw_mode=True))
+                checkpoints.on_write(
+                    store, table.changelog_topic.get_topic_name(), partition, entry[1]
+                )
             value: bytes | None
             if value_or_encoder is None:
                 value = None
@@ -220,7 +224,8 @@ class Outbox:
             full.extend((topic, part, builder) for (topic, part), builder in builders.items())
             async with app.producer._trn_locks[tid]:  # Faust holds it around its own sends
                 for topic, partition, builder in full:
-                    await producer.send_batch(builder, topic, partition=partition)
+                    sent = await producer.send_batch(builder, topic, partition=partition)
+                    checkpoints.on_send(topic, partition, sent, builder.record_count())
 
     async def partition_for(self, producer: Any, topic: str, key: bytes | None) -> int:
         """The partition aiokafka's default partitioner gives ``key`` (murmur2 of the key), for
@@ -294,10 +299,9 @@ def send_in_transaction(source: Source, topic: str, key: bytes | None, value: by
     outbox.add(source, topic, key, value)
 
 
-def replace_store_partition(
-    table: Any, changelog: str, partition: int, snapshot: PartitionSnapshot
-) -> None:
-    """Make one RocksDB partition of ``table`` hold exactly its committed changelog."""
+def replace_store_partition(table: Any, partition: int, snapshot: PartitionSnapshot) -> None:
+    """Make one RocksDB partition of ``table`` hold exactly its committed changelog (the
+    restore then checkpoints it: :meth:`Checkpoints.mark`)."""
     store = table.data
     db = store._db_for_partition(partition)
     batch = WriteBatch(raw_mode=True)
@@ -307,9 +311,22 @@ def replace_store_partition(
         batch.put(key, value)
     db.write(batch)
     store._key_index.clear()
-    if snapshot.end_offset > 0:
-        # Faust's own recovery then has nothing left to read for this partition.
-        store.set_persisted_offset(TopicPartition(changelog, partition), snapshot.end_offset - 1)
+
+
+def apply_changelog_tail(table: Any, partition: int, tail: PartitionTail) -> PartitionSnapshot:
+    """Bring a checkpointed RocksDB partition of ``table`` up to its committed changelog; what
+    it then holds."""
+    store = table.data
+    db = store._db_for_partition(partition)
+    batch = WriteBatch(raw_mode=True)
+    for key, value in tail.changes.items():
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+    db.write(batch)
+    store._key_index.clear()
+    return PartitionSnapshot(dict(visible_items(db)), tail.end_offset)
 
 
 #: Every agent built on :class:`ExactlyOnceAgent`, in creation order (the commit guard asks each).
@@ -508,21 +525,35 @@ class ExactlyOnceAgent:
         self.stale = False
 
     async def restore(self, partitions: set[int]) -> None:
-        """Replace these partitions' RocksDB stores with their committed changelogs and load
-        their state; those of other partitions stay as they are."""
+        """Make these partitions' RocksDB stores hold their committed changelogs (from a local
+        checkpoint plus the changelog's tail where one is usable, else the whole changelog) and
+        load their state; those of other partitions stay as they are."""
         self.check_copartitioned()
         ordered = sorted(partitions)
         changelogs = {table: table.changelog_topic.get_topic_name() for table in self.tables}
         started = time.monotonic()
         reader = await self.reader()
+        wanted = [(table, changelogs[table], p) for table in self.tables for p in ordered]
+        tails_from = await self.usable_checkpoints(reader, wanted)
         snapshots = await reader.latest_values(
-            [(changelogs[table], p) for table in self.tables for p in ordered]
+            [(changelog, p) for _, changelog, p in wanted if (changelog, p) not in tails_from]
         )
+        read = sum(len(snapshot.values) for snapshot in snapshots.values())
+        tails = await reader.changes_since(tails_from)
+        checkpointed_at = time.time()
+        for table, changelog, p in wanted:
+            tail = tails.get((changelog, p))
+            if tail is None:
+                replace_store_partition(table, p, snapshots[(changelog, p)])
+            else:
+                read += len(tail.changes)
+                snapshots[(changelog, p)] = apply_changelog_tail(table, p, tail)
+            checkpoints.mark(
+                table.data, changelog, p, snapshots[(changelog, p)].end_offset, checkpointed_at
+            )
         next_offsets: dict[tuple[str, int], int | None] = {}
         for partition in ordered:
             by_table = {table: snapshots[(changelogs[table], partition)] for table in self.tables}
-            for table, snapshot in by_table.items():
-                replace_store_partition(table, changelogs[table], partition, snapshot)
             loaded = self.load_partition(partition, by_table, time.monotonic())
             for topic in self.input_topics:
                 next_offsets[(topic, partition)] = loaded.get(topic)
@@ -544,15 +575,50 @@ class ExactlyOnceAgent:
             self.last_delivered[tp] = restored_at
         records = sum(len(snapshot.values) for snapshot in snapshots.values())
         log.info(
-            "%s restored from the changelogs in %.2f s: partitions %s, %d records, %s; "
-            "next offsets %s",
+            "%s restored in %.2f s: partitions %s, %d records (%d table partitions of %d from "
+            "local checkpoints; %d records read from the changelogs), %s; next offsets %s",
             self.restores,
             time.monotonic() - started,
             ordered,
             records,
+            len(tails),
+            len(wanted),
+            read,
             self.restore_summary(),
             {f"{t}[{p}]": offset for (t, p), offset in sorted(next_offsets.items())},
         )
+
+    async def usable_checkpoints(
+        self, reader: LogReader, wanted: list[tuple[Any, str, int]]
+    ) -> dict[tuple[str, int], int]:
+        """(changelog, partition) -> the offset its tail starts at, for the table partitions
+        whose local checkpoint can be trusted (:mod:`brokerflow.agents.checkpoints`)."""
+        if not settings.exchange_restore_from_checkpoints:
+            return {}
+        found: dict[tuple[str, int], Checkpoint] = {}
+        for table, changelog, p in wanted:
+            checkpoint = read_checkpoint(table.data._db_for_partition(p))
+            if checkpoint is not None:
+                found[(changelog, p)] = checkpoint
+        if not found:
+            return {}
+        ends = await reader.stable_ends(found)
+        starts: dict[tuple[str, int], int] = {}
+        for changelog in {c for c, _ in found}:
+            partitions = [p for c, p in found if c == changelog]
+            for p, start in (await reader.first_offsets(changelog, partitions)).items():
+                starts[(changelog, p)] = start
+        usable: dict[tuple[str, int], int] = {}
+        now = time.time()
+        for tp, checkpoint in found.items():
+            why = checkpoint.unusable_because(
+                tp[0], starts[tp], ends[tp], now, settings.exchange_checkpoint_max_age_s
+            )
+            if why is None:
+                usable[tp] = checkpoint.end_offset
+            else:
+                log.warning("%s[%d]: its local checkpoint is not used: %s", tp[0], tp[1], why)
+        return usable
 
     # --- input offsets ----------------------------------------------------------------------
 
@@ -654,10 +720,29 @@ class ExactlyOnceAgent:
                 offsets[tp] = offset
         return offsets
 
+    def settled_changelog_partitions(self) -> set[tuple[str, int]]:
+        """The (changelog, partition) of this agent's tables with no uncommitted write."""
+        if self.stale:
+            return set()
+        busy = {partition for _, partition in self.uncommitted}
+        return {
+            (table.changelog_topic.get_topic_name(), partition)
+            for table in self.tables
+            for partition in self.partitions - busy
+        }
+
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
             if self.uncommitted.get((tp.topic, tp.partition)) == offset:
                 del self.uncommitted[(tp.topic, tp.partition)]
+
+
+def write_checkpoints() -> None:
+    """Checkpoint every table partition whose writes are all committed now."""
+    settled: set[tuple[str, int]] = set()
+    for agent in _AGENTS:
+        settled |= agent.settled_changelog_partitions()
+    checkpoints.write(settled)
 
 
 def install_commit_guard() -> None:
@@ -686,6 +771,7 @@ def install_commit_guard() -> None:
                     ours.update(agent.offsets_to_commit(topics))
                 offsets.update(ours)
                 if not offsets:
+                    write_checkpoints()
                     return False
                 await consumer._handle_attached(offsets)
                 did_commit: bool = await consumer._commit_offsets(
@@ -694,6 +780,7 @@ def install_commit_guard() -> None:
                 if did_commit:
                     for agent in _AGENTS:
                         agent.committed(ours)
+                    write_checkpoints()
                 return did_commit
             finally:
                 if not start_new_transaction:
@@ -723,3 +810,4 @@ async def _on_assigned(app: Any, assigned: Any, **kwargs: Any) -> None:
 async def _on_revoked(app: Any, revoked: Any, **kwargs: Any) -> None:
     for agent in _AGENTS:
         agent.mark_stale(assigned=False)
+    checkpoints.forget({(tp.topic, tp.partition) for tp in revoked})

@@ -281,6 +281,19 @@ class Settings(BaseSettings):
         description="Consumer-group session timeout of exchange workers: how long partitions of "
         "a worker that died (kill -9) wait before another worker takes them",
     )
+    exchange_restore_from_checkpoints: bool = Field(
+        True,
+        description="After a rebalance or a clean restart, an exchange worker restores a table "
+        "partition from its local RocksDB checkpoint plus the changelog written since, not the "
+        "whole changelog (false: always the whole changelog)",
+    )
+    exchange_checkpoint_max_age_s: float = Field(
+        12 * 3600.0,
+        gt=0,
+        description="A local checkpoint older than this is not used: keep it under the "
+        "changelogs' delete.retention.ms (24 h by default), after which compaction may have "
+        "dropped tombstones written since the checkpoint",
+    )
     exchange_rocksdb_block_cache_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024 * 1024,

@@ -10,6 +10,7 @@ duplicated record fails.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -338,6 +339,64 @@ def test_second_worker_joining_and_first_leaving_mid_tape_lose_and_duplicate_not
                 stop(process)
     assert "partitions [0, 1, 2, 3, 4, 5]" not in shared  # the two really shared the topic
     assert "partitions [0, 1, 2, 3, 4, 5]" in alone
+    assert trades == expected_trades
+    assert events == expected_events
+    assert changelog_books(exchange) == replayed_books(lines, exchange.rules_path)
+
+
+def restore_lines(exchange: IsolatedExchange, name: str) -> list[tuple[int, int, int, int]]:
+    """(records, table partitions from local checkpoints, table partitions, records read from
+    the changelogs) of each restore of the books a worker logged."""
+    found = []
+    for line in exchange.log(name).splitlines():
+        match = re.search(
+            r"books restored in [\d.]+ s: partitions \[[\d, ]*\], (\d+) records \((\d+) table "
+            r"partitions of (\d+) from local checkpoints; (\d+) records read",
+            line,
+        )
+        if match:
+            found.append(tuple(int(group) for group in match.groups()))
+    return found
+
+
+@pytest.mark.slow
+def test_clean_restarts_restore_from_local_checkpoints_plus_the_changelog_tail(
+    exchange: IsolatedExchange,
+) -> None:
+    """w1 stops cleanly; w2, with a data dir of its own, processes more and stops; w1 starts
+    again on its old store: it reads only what w2 wrote since its checkpoint (the tail), and
+    the outputs and books still equal the replay's."""
+    settings = exchange.settings
+    asyncio.run(_create_topics(settings))
+    lines = tapegen.generate_tape(6000, seed=14)
+    ends = (2000, 4000, 6000)
+
+    def run_until_processed(name: str, end: int, **env: str) -> None:
+        trades, events = replayed_by_symbol(lines[:end], exchange.rules_path)
+        worker = exchange.start_worker(name, **env)
+        try:
+            asyncio.run(read_outputs(settings, count(trades), count(events)))
+        finally:
+            assert stop(worker) == 0
+
+    asyncio.run(publish_commands(settings, lines[: ends[0]]))
+    run_until_processed("w1", ends[0])
+    asyncio.run(publish_commands(settings, lines[ends[0] : ends[1]]))
+    run_until_processed("w2", ends[1], EXCHANGE_DATA_DIR=str(exchange.workdir / "other-data"))
+    asyncio.run(publish_commands(settings, lines[ends[1] :]))
+    run_until_processed("w1-again", ends[2])
+
+    (first,) = restore_lines(exchange, "w1")
+    assert first[1] == 0  # a new store: the whole changelog
+    again = restore_lines(exchange, "w1-again")
+    records, from_checkpoints, table_partitions, read = again[0]
+    assert from_checkpoints == table_partitions > 0
+    # What w2 wrote was read and applied; what w1 had written before was not read again.
+    assert 0 < read < records
+    expected_trades, expected_events = replayed_by_symbol(lines, exchange.rules_path)
+    trades, events = asyncio.run(
+        read_outputs(settings, count(expected_trades), count(expected_events))
+    )
     assert trades == expected_trades
     assert events == expected_events
     assert changelog_books(exchange) == replayed_books(lines, exchange.rules_path)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ __all__ = [
     "Followed",
     "LogReader",
     "PartitionSnapshot",
+    "PartitionTail",
     "TopicRecord",
     "command_from_tape_line",
     "commands_from_tape",
@@ -275,6 +276,14 @@ class PartitionSnapshot:
     end_offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionTail:
+    """A partition's latest change per key from an offset on (``None``: deleted)."""
+
+    changes: dict[bytes, bytes | None]
+    end_offset: int
+
+
 class LogReader:
     """One ``read_committed`` consumer, kept open, for the exchange agent's own reads of its
     input topics and changelogs (restores, gap fills, catch-ups): a consumer per read cost a
@@ -323,12 +332,42 @@ class LogReader:
             for tp in wanted
         }
 
+    async def changes_since(
+        self, starts: Mapping[tuple[str, int], int], *, timeout_s: float = 300.0
+    ) -> dict[tuple[str, int], PartitionTail]:
+        """The latest committed change of every key written in each ``(topic, partition)`` from
+        its start offset to the last stable offset (asked of the broker now); ``None`` values
+        are deletes."""
+        wanted = {TopicPartition(topic, p): start for (topic, p), start in starts.items()}
+        if not wanted:
+            return {}
+        latest: dict[tuple[str, int], dict[bytes, bytes | None]] = {
+            (tp.topic, tp.partition): {} for tp in wanted
+        }
+        client = self._client
+        client.assign(list(wanted))
+        try:
+            for tp, start in wanted.items():
+                client.seek(tp, start)
+            ends = await client.end_offsets(list(wanted))
+            await self._read_to(
+                ends, latest, time.monotonic() + timeout_s, timeout_s, keep_deletes=True
+            )
+        finally:
+            client.pause(*wanted)
+        return {
+            (tp.topic, tp.partition): PartitionTail(latest[(tp.topic, tp.partition)], ends[tp])
+            for tp in wanted
+        }
+
     async def _read_to(
         self,
         ends: dict[TopicPartition, int],
-        latest: dict[tuple[str, int], dict[bytes, bytes]],
+        latest: Mapping[tuple[str, int], dict[bytes, Any]],
         deadline: float,
         timeout_s: float,
+        *,
+        keep_deletes: bool = False,
     ) -> None:
         client = self._client
         pending = set(ends)
@@ -348,7 +387,7 @@ class LogReader:
             for tp, messages in batch.items():
                 values = latest[(tp.topic, tp.partition)]
                 for message in messages:
-                    if message.value is None:
+                    if message.value is None and not keep_deletes:
                         values.pop(message.key, None)
                     else:
                         values[message.key] = message.value
