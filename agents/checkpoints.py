@@ -135,15 +135,30 @@ class Checkpoints:
                 continue
             if future.cancelled() or future.exception() is not None:
                 continue  # the transaction cannot have committed it; a rebuild follows
-            self.mark(store, tp[0], tp[1], future.result().offset + count, now)
+            end = future.result().offset + count
+            # The commit marker follows the last record: Faust's recovery, which waits for an
+            # offset it is told to read, must not wait for the marker (it never arrives as a
+            # record). The restore itself still reads from the record after the last one.
+            self.mark(store, tp[0], tp[1], end, now, faust_read_through=end)
 
-    def mark(self, store: Any, changelog: str, partition: int, end_offset: int, now: float) -> None:
+    def mark(
+        self,
+        store: Any,
+        changelog: str,
+        partition: int,
+        end_offset: int,
+        now: float,
+        *,
+        faust_read_through: int | None = None,
+    ) -> None:
         """Record that the partition's store holds the committed changelog below
-        ``end_offset`` (and let Faust's own recovery start there too)."""
+        ``end_offset``; Faust's own recovery continues after ``faust_read_through`` (default:
+        the offset before ``end_offset``)."""
         batch = WriteBatch(raw_mode=True)
         batch.put(CHECKPOINT_KEY, Checkpoint(changelog, end_offset, now).to_bytes())
-        if end_offset > 0:
-            batch.put(FAUST_OFFSET_KEY, str(end_offset - 1).encode())
+        read_through = end_offset - 1 if faust_read_through is None else faust_read_through
+        if read_through >= 0:
+            batch.put(FAUST_OFFSET_KEY, str(read_through).encode())
         store._db_for_partition(partition).write(batch)
         self.dirty.pop((changelog, partition), None)
 

@@ -602,17 +602,13 @@ class ExactlyOnceAgent:
                 found[(changelog, p)] = checkpoint
         if not found:
             return {}
-        ends = await reader.stable_ends(found)
-        starts: dict[tuple[str, int], int] = {}
-        for changelog in {c for c, _ in found}:
-            partitions = [p for c, p in found if c == changelog]
-            for p, start in (await reader.first_offsets(changelog, partitions)).items():
-                starts[(changelog, p)] = start
+        bounds = await reader.offset_bounds(found)
         usable: dict[tuple[str, int], int] = {}
         now = time.time()
         for tp, checkpoint in found.items():
+            start, end = bounds[tp]
             why = checkpoint.unusable_because(
-                tp[0], starts[tp], ends[tp], now, settings.exchange_checkpoint_max_age_s
+                tp[0], start, end, now, settings.exchange_checkpoint_max_age_s
             )
             if why is None:
                 usable[tp] = checkpoint.end_offset

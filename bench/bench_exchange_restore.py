@@ -1,13 +1,15 @@
 """Restore time of an exchange worker after a clean stop, against the size of its changelogs.
 
-Run ``python bench/bench_exchange_restore.py`` (``--commands 25000,100000``; the local stack must
-be up). For each size: the seeded tape of ``bench/bench_matching.py`` (8 symbols, no session
-close, so the tables hold a record per order) goes through one worker until its last order event
-is committed; the worker stops cleanly (SIGTERM) and starts again twice on the same data dir:
-once restoring from its local checkpoints plus the changelog tail (the default), once with
-``EXCHANGE_RESTORE_FROM_CHECKPOINTS=false`` (the whole changelog). Prints, per size, the
-changelogs' offsets and records, and for both restarts the restore time the agent logs, the
-records read from Kafka, and the time from the process start to the end of the restore.
+Run ``python bench/bench_exchange_restore.py`` (``--commands 25000,100000``, ``--session N``; the
+local stack must be up). For each size: the seeded tape of ``bench/bench_matching.py`` (8 symbols;
+every symbol's session closes after each ``--session`` commands, so the tables stay small while
+the changelogs grow; ``--session 0``: no close, a record per order) goes through one worker until
+its last order event is committed; the worker stops cleanly (SIGTERM) and starts again twice on
+the same data dir: once restoring from its local checkpoints plus the changelog tail (the
+default), once with ``EXCHANGE_RESTORE_FROM_CHECKPOINTS=false`` (the whole changelog). Prints,
+per size, the changelogs' offsets and records, and for both restarts the restore time the agent
+logs, the records read from Kafka, and the time from the process start to the end of the
+restore.
 """
 
 from __future__ import annotations
@@ -80,24 +82,37 @@ class Worker:
 
 async def changelog_offsets(settings: Settings, app_id: str) -> int:
     """The exchange tables' changelog offsets (records, tombstones and transaction markers)."""
+    tables = ("engine_state_by_symbol", "orders_by_key", "reference_forwarding")
+    partitions = [
+        TopicPartition(f"{app_id}-{table}-changelog", partition)
+        for table in tables
+        for partition in range(settings.topic_partitions)
+    ]
     async with consumer(settings, enable_auto_commit=False) as client:
-        topics = [t for t in await client.topics() if t.startswith(app_id) and "changelog" in t]
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in client.partitions_for_topic(topic) or ()
-        ]
         return sum((await client.end_offsets(partitions)).values())
 
 
-def measure(commands: int) -> dict[str, float]:
+def with_session_closes(lines: list[str], every: int) -> list[str]:
+    """A close of every symbol's session after each ``every`` commands (at the time of the
+    command before it): the orders that ended are forgotten, their records deleted."""
+    if every <= 0:
+        return lines
+    closed: list[str] = []
+    for number, line in enumerate(lines, 1):
+        closed.append(line)
+        if number % every == 0:
+            closed.append(json.dumps({"op": "close", "eventTime": json.loads(line)["eventTime"]}))
+    return closed
+
+
+def measure(commands: int, session: int) -> dict[str, float]:
     base = Settings()
     unique = uuid.uuid4().hex[:8]
     settings = base.model_copy(update={"topic_prefix": f"bench{unique}-"})
     workdir = Path(tempfile.mkdtemp(prefix="bench-restore-"))
     rules_path = workdir / "rules.json"
     rules_path.write_text(json.dumps(bench_matching.rules_document()))
-    lines = bench_matching.generate_tape(commands)
+    lines = with_session_closes(bench_matching.generate_tape(commands), session)
 
     class _Count:
         lines = trades = 0
@@ -166,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--commands", default="25000,100000", help="tape sizes, comma-separated (commands)"
     )
+    parser.add_argument(
+        "--session",
+        type=int,
+        default=10_000,
+        help="close every symbol's session after this many commands (0: never; then the "
+        "tables keep a record per order)",
+    )
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.commands.split(",")]
     print(
@@ -173,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "read; s from process start) | whole changelog: s (records read; s from process start)"
     )
     for size in sizes:
-        f = measure(size)
+        f = measure(size, args.session)
         print(
             f"{size:,} | {f['offsets']:,.0f} | {f['records']:,.0f} | "
             f"{f['checkpoint_s']:.2f} ({f['checkpoint_read']:,.0f}; "
@@ -182,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     print(machine_line())
-    print(f"command: python bench/bench_exchange_restore.py --commands {args.commands}")
+    print(
+        "command: python bench/bench_exchange_restore.py "
+        f"--commands {args.commands} --session {args.session}"
+    )
     return 0
 
 

@@ -101,6 +101,8 @@ def test_a_commit_checkpoints_only_settled_partitions_at_the_end_of_their_record
     checkpoint = read_checkpoint(rocks._db_for_partition(0))
     assert checkpoint is not None
     assert checkpoint.end_offset == 13
+    # Faust's recovery is told the commit marker (offset 13) was read: it never waits for it.
+    assert rocks._db_for_partition(0).get(FAUST_OFFSET_KEY) == b"13"
     assert read_checkpoint(rocks._db_for_partition(1)) is None
 
     # A partition with uncommitted records is not settled: no checkpoint even once acked.

@@ -383,7 +383,9 @@ class LogReader:
                     f"could not read {behind} to its end within {timeout_s:.0f} s; "
                     "is the broker up (brokerflow stack status)?"
                 )
-            batch = await client.getmany(*pending, timeout_ms=500)
+            # Short polls: a transaction marker at the end moves the position but returns no
+            # record, and a long poll would wait out its timeout for nothing.
+            batch = await client.getmany(*pending, timeout_ms=50)
             for tp, messages in batch.items():
                 values = latest[(tp.topic, tp.partition)]
                 for message in messages:
@@ -413,7 +415,7 @@ class LogReader:
                         f"could not read {topic}[{partition}] offsets {start}..{stop - 1} within "
                         f"{timeout_s:.0f} s; is the broker up (brokerflow stack status)?"
                     )
-                batch = await client.getmany(tp, timeout_ms=500)
+                batch = await client.getmany(tp, timeout_ms=50)  # short: as in _read_to
                 records.extend(
                     TopicRecord(partition, m.offset, m.key, m.value)
                     for m in batch.get(tp, ())
@@ -430,6 +432,23 @@ class LogReader:
             return {}
         starts = await self._client.beginning_offsets(wanted)
         return {tp.partition: offset for tp, offset in starts.items()}
+
+    async def offset_bounds(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """The log start offset and the last stable offset of each ``(topic, partition)``, in
+        one request each for all of them."""
+        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
+        if not wanted:
+            return {}
+        client = self._client
+        client.assign(wanted)  # their metadata, fetched once for both requests
+        try:
+            starts = await client.beginning_offsets(wanted)
+            ends = await client.end_offsets(wanted)
+        finally:
+            client.pause(*wanted)
+        return {(tp.topic, tp.partition): (starts[tp], ends[tp]) for tp in wanted}
 
     async def stable_ends(
         self, partitions: Iterable[tuple[str, int]]
