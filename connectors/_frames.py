@@ -19,6 +19,7 @@ from brokerflow.schemas.deadletter import DeadLetter
 from brokerflow.schemas.market import BestBidAsk, Quote, Trade
 
 __all__ = [
+    "MAX_EPOCH_MILLIS",
     "ControlEvent",
     "DeadLetterReason",
     "Frame",
@@ -34,6 +35,9 @@ __all__ = [
 MarketRecord = Trade | BestBidAsk | Quote
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The last millisecond a ``datetime`` holds (9999-12-31T23:59:59.999Z): a vendor's epoch time
+#: above it is refused as a field, or ``from_epoch_millis`` would raise ``OverflowError``.
+MAX_EPOCH_MILLIS = 253_402_300_799_999
 
 
 def utc_now() -> datetime:

@@ -55,7 +55,9 @@ from brokerflow.schemas.orders import Side
 from brokerflow.settings import Settings, get_settings
 
 from ._backoff import Backoff, RateLimiter, Sleep
+from ._binance_fast import fast_parse
 from ._frames import (
+    MAX_EPOCH_MILLIS,
     ControlEvent,
     DeadLetterReason,
     Frame,
@@ -74,6 +76,7 @@ __all__ = [
     "combined_stream_url",
     "is_server_shutdown",
     "parse_binance_frame",
+    "parse_binance_frame_fully",
     "shard_streams",
     "stream_names",
 ]
@@ -115,12 +118,12 @@ class BinanceTradeWire(_Wire):
     """A ``<symbol>@trade`` payload, both binance.com's shape and Binance.US's (``b``, ``a``)."""
 
     event: Literal["trade"] = Field(alias="e")
-    event_millis: int = Field(alias="E", ge=0)
+    event_millis: int = Field(alias="E", ge=0, le=MAX_EPOCH_MILLIS)
     symbol: str = Field(alias="s")
     trade_id: int = Field(alias="t", ge=0)
     price: DecimalText = Field(alias="p")
     quantity: DecimalText = Field(alias="q")
-    trade_millis: int = Field(alias="T", ge=0)
+    trade_millis: int = Field(alias="T", ge=0, le=MAX_EPOCH_MILLIS)
     buyer_is_maker: bool = Field(alias="m")
     #: "Ignore" says Binance's documentation; kept so the wire shape is complete.
     best_match: bool | None = Field(None, alias="M")
@@ -161,7 +164,7 @@ class BinanceBookTickerWire(_Wire):
     ask_price: DecimalText = Field(alias="a")
     ask_quantity: DecimalText = Field(alias="A")
     event: Literal["bookTicker"] | None = Field(None, alias="e")
-    event_millis: int | None = Field(None, alias="E", ge=0)
+    event_millis: int | None = Field(None, alias="E", ge=0, le=MAX_EPOCH_MILLIS)
 
     WIRE_NAMES: ClassVar[dict[str, str]] = {
         "symbol": "s",
@@ -229,6 +232,12 @@ def parse_binance_frame(raw: str, receive_time: datetime) -> ParseResult:
     >>> parse_binance_frame('{"stream":', result.records[0].receive_time).dead_letters[0].reason
     'NOT_JSON'
     """
+    fast = fast_parse(raw, receive_time)
+    return fast if fast is not None else parse_binance_frame_fully(raw, receive_time)
+
+
+def parse_binance_frame_fully(raw: str, receive_time: datetime) -> ParseResult:
+    """:func:`parse_binance_frame` without its fast path (which must agree with this)."""
     stream: str | None = None
     try:
         try:
