@@ -5,7 +5,8 @@ plain book tickers.
 strict wire model, then builds the ``Trade``/``BestBidAsk`` with a second pydantic validation:
 about half of the ingest flow's time per tick. :func:`fast_parse` reads the frame with
 :func:`pydantic_core.from_json`, checks it with the wire model's and the domain model's rules, and
-builds the record with pydantic's public ``model_construct``, as
+builds the record with pydantic's public ``model_copy`` of a template
+(:class:`~brokerflow.schemas.fastpath.ModelTemplate`), as
 :mod:`brokerflow.schemas.fastpath` does for our own payloads (whose checked-value caches and
 decimal rule it shares). It accepts a strict subset of what the full path turns into a record,
 and builds exactly that record (equal fields, equal ``model_fields_set``, equal JSON); anything
@@ -32,7 +33,7 @@ from typing import Any, Final
 from pydantic_core import from_json
 
 from brokerflow.schemas.base import _symbol
-from brokerflow.schemas.fastpath import _SYMBOLS, _checked, _positive
+from brokerflow.schemas.fastpath import _SYMBOLS, ModelTemplate, _checked, _positive
 from brokerflow.schemas.market import BestBidAsk, Trade
 from brokerflow.schemas.orders import Side
 
@@ -45,30 +46,39 @@ _MAX_UPDATE_ID: Final = 2**63
 _MAX_ID_DIGITS: Final = 64
 _TRADE_REQUIRED: Final = frozenset(("e", "E", "s", "t", "p", "q", "T", "m"))
 _TICKER_REQUIRED: Final = frozenset(("u", "s", "b", "B", "a", "A"))
-_TRADE_FIELDS: Final = frozenset(
-    (
-        "venue",
-        "symbol",
-        "trade_id",
-        "price",
-        "quantity",
-        "aggressor_side",
-        "event_time",
-        "receive_time",
-    )
+#: What ``to_domain`` passes to the models (so pydantic records these as set, not type).
+_TRADE: Final = ModelTemplate(
+    Trade,
+    frozenset(
+        (
+            "venue",
+            "symbol",
+            "trade_id",
+            "price",
+            "quantity",
+            "aggressor_side",
+            "event_time",
+            "receive_time",
+        )
+    ),
+    {"type": "Trade", "schema_version": 1},
 )
-_TICKER_FIELDS: Final = frozenset(
-    (
-        "venue",
-        "symbol",
-        "bid_price",
-        "bid_quantity",
-        "ask_price",
-        "ask_quantity",
-        "update_id",
-        "event_time",
-        "receive_time",
-    )
+_TICKER: Final = ModelTemplate(
+    BestBidAsk,
+    frozenset(
+        (
+            "venue",
+            "symbol",
+            "bid_price",
+            "bid_quantity",
+            "ask_price",
+            "ask_quantity",
+            "update_id",
+            "event_time",
+            "receive_time",
+        )
+    ),
+    {"type": "BestBidAsk", "schema_version": 1},
 )
 
 
@@ -107,8 +117,6 @@ def _trade(payload: dict[str, Any], receive_time: datetime) -> Trade:
     if len(text_id) > _MAX_ID_DIGITS:
         raise _RefusedError
     values = {
-        "type": "Trade",
-        "schema_version": 1,
         "venue": _VENUE,
         "symbol": _checked(payload["s"], _SYMBOLS, _symbol),
         "trade_id": text_id,
@@ -118,7 +126,7 @@ def _trade(payload: dict[str, Any], receive_time: datetime) -> Trade:
         "event_time": from_epoch_millis(_millis(payload["T"])),
         "receive_time": receive_time,
     }
-    return Trade.model_construct(set(_TRADE_FIELDS), **values)
+    return _TRADE.build(values)
 
 
 def _book_ticker(payload: dict[str, Any], receive_time: datetime) -> BestBidAsk:
@@ -136,8 +144,6 @@ def _book_ticker(payload: dict[str, Any], receive_time: datetime) -> BestBidAsk:
     if bid_price > ask_price:
         raise _RefusedError  # a crossed quote: the full path dead-letters it
     values = {
-        "type": "BestBidAsk",
-        "schema_version": 1,
         "venue": _VENUE,
         "symbol": _checked(payload["s"], _SYMBOLS, _symbol),
         "bid_price": bid_price,
@@ -148,7 +154,7 @@ def _book_ticker(payload: dict[str, Any], receive_time: datetime) -> BestBidAsk:
         "event_time": event_time,
         "receive_time": receive_time,
     }
-    return BestBidAsk.model_construct(set(_TICKER_FIELDS), **values)
+    return _TICKER.build(values)
 
 
 def _parse(raw: str, receive_time: datetime) -> ParseResult:
