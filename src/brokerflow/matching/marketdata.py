@@ -29,11 +29,15 @@ import json.encoder
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from operator import attrgetter
+from typing import Any, NamedTuple
 
 from brokerflow.matching.book import Depth, PriceLevel, TopOfBook
 from brokerflow.schemas.market import Trade
 from brokerflow.schemas.trades import TradeExecuted
+
+_ZERO = Decimal(0)
+_PRICE = attrgetter("price")
 
 __all__ = [
     "EXCHANGE_VENUE",
@@ -67,9 +71,11 @@ def market_trade(executed: TradeExecuted) -> Trade:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class LevelChange:
-    """A level's new aggregate: ``quantity == 0`` means the level is gone (from the top N)."""
+class LevelChange(NamedTuple):
+    """A level's new aggregate: ``quantity == 0`` means the level is gone (from the top N).
+
+    A named tuple, not a frozen dataclass: a frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``, and the feed makes one per changed level per command."""
 
     is_bid: bool
     price: Decimal
@@ -98,15 +104,17 @@ def diff_levels(
 ) -> list[LevelChange]:
     """What turns one side's top-N view into the next: changed and new levels with their
     quantity, levels that left the view with 0; best price first."""
+    if before == after:  # levels from the engine's cache compare by identity first
+        return []
     old = {level.price: level for level in before}
-    new = {level.price: level for level in after}
     changes = [
         LevelChange(is_bid, level.price, level.quantity, level.orders)
         for level in after
-        if old.get(level.price) != level
+        if old.pop(level.price, None) != level
     ]
-    changes += [LevelChange(is_bid, price, Decimal(0), 0) for price in old.keys() - new.keys()]
-    changes.sort(key=lambda change: -change.price if is_bid else change.price)
+    if old:  # what is left of the old view has gone from it
+        changes += [LevelChange(is_bid, price, _ZERO, 0) for price in old]
+        changes.sort(key=_PRICE, reverse=is_bid)  # prices are distinct: best first
     return changes
 
 
