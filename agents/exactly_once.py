@@ -38,6 +38,7 @@ from typing import Any, Protocol
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.exceptions import ProducerSendError
+from faust.tables.recovery import Recovery
 from faust.types import EventT, StreamT
 from rocksdict import WriteBatch
 
@@ -327,6 +328,34 @@ def apply_changelog_tail(table: Any, partition: int, tail: PartitionTail) -> Par
     db.write(batch)
     store._key_index.clear()
     return PartitionSnapshot(dict(visible_items(db)), tail.end_offset)
+
+
+_faust_build_offsets = Recovery._build_offsets
+
+
+async def _build_offsets_at_the_end(
+    self: Recovery, consumer: Any, tps: set[Any], destination: Any, title: str
+) -> None:
+    """Faust's recovery start offsets, moved to the end for the agents' own tables.
+
+    Faust's recovery of those tables is redundant: the agent restores its partitions itself
+    before their first record (:meth:`ExactlyOnceAgent.restore`). And it stalls: it reads a
+    changelog partition until it has seen a record at the offset before the end, which under
+    exactly-once is a transaction marker and never arrives as a record, then gives up after two
+    5 s timeouts (a worker joining a group waited 12.8 s). Faust builds these offsets right
+    after the round's end offsets (``active_highwaters``); starting there leaves nothing to read.
+    """
+    await _faust_build_offsets(self, consumer, tps, destination, title)
+    if title != "active":
+        return
+    ours = {table.changelog_topic.get_topic_name() for agent in _AGENTS for table in agent.tables}
+    for tp in tps:
+        highwater = self.active_highwaters.get(tp)
+        if tp.topic in ours and highwater is not None and highwater > destination[tp]:
+            destination[tp] = highwater
+
+
+Recovery._build_offsets = _build_offsets_at_the_end  # type: ignore[method-assign]
 
 
 #: Every agent built on :class:`ExactlyOnceAgent`, in creation order (the commit guard asks each).
