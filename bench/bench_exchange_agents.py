@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import TopicPartition
@@ -140,73 +141,54 @@ def faust_null_agent(
     raise RuntimeError(f"the do-nothing agent did not finish: {done.stderr[-2000:]}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--commands", type=int, default=50_000)
-    parser.add_argument(
-        "--profile",
-        metavar="FILE",
-        help="run the worker under cProfile and write its stats to FILE (slows it down)",
-    )
-    parser.add_argument(
-        "--execution-reports",
-        action="store_true",
-        help="the exchange also sends each event of an order with an account to "
-        "execution-reports-v1 for the broker's accounts agent (in the same worker), as "
-        "`brokerflow run` does; off by default: the exchange alone",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="exchange workers started together (one consumer group: partitions split)",
-    )
-    parser.add_argument(
-        "--hot-share",
-        type=float,
-        metavar="F",
-        help="send this fraction of the commands to one symbol (e.g. 0.8)",
-    )
-    parser.add_argument(
-        "--warm",
-        action="store_true",
-        help="start the workers on empty topics, wait until their group is stable, then publish "
-        "the tape; the rate runs from the start of the publish to the last order event (no "
-        "start-up, no rebalance: what --workers is compared by)",
-    )
-    args = parser.parse_args(argv)
-    base = Settings()
+@dataclass
+class AgentsRun:
+    """One run of the exchange workers on a fresh copy of the tape's topics."""
+
+    workers: int
+    settings: Settings
+    env: dict[str, str]
+    workdir: Path
+    publish_s: float
+    #: From the workers' start (or, warm, the publish's) to the last order event committed.
+    end_to_end_s: float
+    #: From the first committed output to the last.
+    steady_s: float
+    identical: bool
+
+
+class _Sink:
+    """The replay's output: counts, and each symbol's order events in order."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.trades = 0
+        self.events_by_symbol: dict[str, list[bytes]] = {}
+
+    def write(self, text: str) -> None:
+        for line in text.splitlines():
+            self.lines += 1
+            if '"type":"TradeExecuted"' in line:
+                self.trades += 1
+                continue
+            symbol = json.loads(line)["symbol"]
+            self.events_by_symbol.setdefault(symbol, []).append(line.encode())
+
+    def flush(self) -> None:
+        pass
+
+
+def run_agents(
+    args: argparse.Namespace, lines: list[str], expected: _Sink, workers: int
+) -> AgentsRun:
+    """Publish the tape to fresh topics, run ``workers`` exchange workers until the last order
+    event is committed, compare the events with the replay's."""
     unique = uuid.uuid4().hex[:8]
-    settings = base.model_copy(update={"topic_prefix": f"bench{unique}-"})
+    settings = Settings().model_copy(update={"topic_prefix": f"bench{unique}-"})
     workdir = Path(tempfile.mkdtemp(prefix="bench-exchange-"))
     rules_path = workdir / "rules.json"
     rules_path.write_text(json.dumps(bench_matching.rules_document()))
-    lines = bench_matching.generate_tape(args.commands, hot_share=args.hot_share)
-
-    class _Sink:
-        """The replay's output: counts, and each symbol's order events in order."""
-
-        def __init__(self) -> None:
-            self.lines = 0
-            self.trades = 0
-            self.events_by_symbol: dict[str, list[bytes]] = {}
-
-        def write(self, text: str) -> None:
-            for line in text.splitlines():
-                self.lines += 1
-                if '"type":"TradeExecuted"' in line:
-                    self.trades += 1
-                    continue
-                symbol = json.loads(line)["symbol"]
-                self.events_by_symbol.setdefault(symbol, []).append(line.encode())
-
-        def flush(self) -> None:
-            pass
-
-    sink = _Sink()
-    with open(os.devnull, "w") as devnull:
-        replay(lines, sink, devnull, load_rules(str(rules_path)))  # type: ignore[arg-type]
-    expected_events = sink.lines - sink.trades
+    expected_events = expected.lines - expected.trades
     topics = catalog(settings)
     asyncio.run(ensure_topics(settings))
     publish_s = 0.0
@@ -228,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     profiler = (
         [] if args.profile is None else [sys.executable, "-m", "cProfile", "-o", args.profile]
     )
-    workers = [
+    processes = [
         subprocess.Popen(
             [*profiler, FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
             env=env,
@@ -236,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
             stdout=open(workdir / f"worker{number}.log", "wb"),  # noqa: SIM115
             stderr=subprocess.STDOUT,
         )
-        for number in range(args.workers)
+        for number in range(workers)
     ]
     try:
         if args.warm:
-            asyncio.run(wait_for_group(settings, env["EXCHANGE_APP_ID"], args.workers))
+            asyncio.run(wait_for_group(settings, env["EXCHANGE_APP_ID"], workers))
             worker_started = time.monotonic()  # the clock starts with the publish
             started = time.perf_counter()
             asyncio.run(publish_commands(settings, lines))
@@ -250,64 +232,142 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
                 topics.order_events.name,
                 expected_events,
-                alive=lambda: all(worker.poll() is None for worker in workers),
+                alive=lambda: all(process.poll() is None for process in processes),
             )
         )
-        first_at, done_at = followed.first_at, followed.done_at
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait(60)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(60)
     by_symbol: dict[str, list[bytes]] = {}
     for record in followed.records:  # (partition, offset) order: each symbol's own order
         by_symbol.setdefault((record.key or b"").decode(), []).append(record.value)
-    identical = by_symbol == sink.events_by_symbol
-    end_to_end_s = done_at - worker_started
-    agent_rate = args.commands / end_to_end_s
-    steady_rate = args.commands / (done_at - first_at)
-    null_rate, null_s = faust_null_agent(env, workdir, topics.order_commands.name, args.commands)
-    produce_rate, consume_rate = asyncio.run(raw_kafka(settings, args.commands, 200))
+    return AgentsRun(
+        workers,
+        settings,
+        env,
+        workdir,
+        publish_s,
+        followed.done_at - worker_started,
+        followed.done_at - followed.first_at,
+        by_symbol == expected.events_by_symbol,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=50_000)
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run the worker under cProfile and write its stats to FILE (slows it down)",
+    )
+    parser.add_argument(
+        "--execution-reports",
+        action="store_true",
+        help="the exchange also sends each event of an order with an account to "
+        "execution-reports-v1 for the broker's accounts agent (in the same worker), as "
+        "`brokerflow run` does; off by default: the exchange alone",
+    )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="exchange workers started together (one consumer group: partitions split); "
+        "several counts, comma-separated (1,2), run one after the other on fresh topics and "
+        "print each rate's ratio to the first",
+    )
+    parser.add_argument(
+        "--hot-share",
+        type=float,
+        metavar="F",
+        help="send this fraction of the commands to one symbol (e.g. 0.8)",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="start the workers on empty topics, wait until their group is stable, then publish "
+        "the tape; the rate runs from the start of the publish to the last order event (no "
+        "start-up, no rebalance: what --workers is compared by)",
+    )
+    args = parser.parse_args(argv)
+    counts = [int(count) for count in args.workers.split(",")]
+    lines = bench_matching.generate_tape(args.commands, hot_share=args.hot_share)
+    sink = _Sink()
+    with tempfile.TemporaryDirectory() as scratch:
+        rules_path = Path(scratch) / "rules.json"
+        rules_path.write_text(json.dumps(bench_matching.rules_document()))
+        with open(os.devnull, "w") as devnull:
+            replay(lines, sink, devnull, load_rules(str(rules_path)))  # type: ignore[arg-type]
+    expected_events = sink.lines - sink.trades
+    runs = [run_agents(args, lines, sink, count) for count in counts]
+    first = runs[0]
+    null_rate, null_s = faust_null_agent(
+        first.env, first.workdir, catalog(first.settings).order_commands.name, args.commands
+    )
+    produce_rate, consume_rate = asyncio.run(raw_kafka(first.settings, args.commands, 200))
     raw_rate = 1 / (1 / produce_rate + 1 / consume_rate)
     hot = "" if args.hot_share is None else f", {args.hot_share:.0%} of them on one symbol"
     print(
         f"tape: {args.commands} commands{hot}, {sink.trades} trades, {expected_events} order events"
     )
-    print(f"order events equal to the replay's, symbol by symbol, record for record: {identical}")
-    print(
-        "publish of the tape (aiokafka, idempotent, acks=all): "
-        f"{args.commands / publish_s:,.0f} commands/s"
-    )
-    print(
-        f"exchange agents, exactly-once, {args.workers} worker(s), execution reports "
-        f"{'on' if args.execution_reports else 'off'}, "
-        f"{'from the publish (workers warm)' if args.warm else 'start-up included'}: "
-        f"{agent_rate:,.0f} commands/s "
-        f"({end_to_end_s:.1f} s until the last order event was committed)"
-    )
+    for run in runs:
+        rate = args.commands / run.end_to_end_s
+        steady = args.commands / run.steady_s
+        print(
+            f"{run.workers} worker(s): order events equal to the replay's, symbol by symbol, "
+            f"record for record: {run.identical}"
+        )
+        print(
+            f"{run.workers} worker(s): publish of the tape (aiokafka, idempotent, acks=all): "
+            f"{args.commands / run.publish_s:,.0f} commands/s"
+        )
+        print(
+            f"exchange agents, exactly-once, {run.workers} worker(s), execution reports "
+            f"{'on' if args.execution_reports else 'off'}, "
+            f"{'from the publish (workers warm)' if args.warm else 'start-up included'}: "
+            f"{rate:,.0f} commands/s ({run.end_to_end_s:.1f} s until the last order event was "
+            f"committed)"
+        )
+        print(
+            f"exchange agents, {run.workers} worker(s), from the first committed output to the "
+            f"last: {steady:,.0f} commands/s (steady state, an upper bound)"
+        )
+        if run is not first:
+            print(
+                f"{run.workers} workers / {first.workers}: "
+                f"{first.end_to_end_s / run.end_to_end_s:.2f}x "
+                f"{'from the publish' if args.warm else 'start-up included'}, "
+                f"{first.steady_s / run.steady_s:.2f}x steady"
+            )
     print(
         f"raw Kafka, {args.commands} records of 200 B: produce {produce_rate:,.0f}/s, "
         f"consume {consume_rate:,.0f}/s, produce+consume {raw_rate:,.0f}/s"
-    )
-    print(
-        f"exchange agents, from the first committed output to the last: {steady_rate:,.0f} "
-        "commands/s (steady state, an upper bound)"
     )
     print(
         f"a do-nothing Faust agent on the same {args.commands} commands, same settings: "
         f"{args.commands / null_s:,.0f} records/s start-up included, {null_rate:,.0f} from its "
         f"first batch (Faust's own ceiling: {args.commands / null_s / raw_rate:.3f} of raw)"
     )
-    print(f"ratio agents (start-up included) / raw produce+consume: {agent_rate / raw_rate:.3f}")
-    print(f"ratio agents (steady) / do-nothing agent (steady): {steady_rate / null_rate:.3f}")
-    asyncio.run(delete_topics(settings, lambda name: unique in name))  # the worker's too
+    agent_rate = args.commands / first.end_to_end_s
+    print(
+        f"ratio agents ({first.workers} worker(s), start-up included) / raw produce+consume: "
+        f"{agent_rate / raw_rate:.3f}"
+    )
+    print(
+        f"ratio agents ({first.workers} worker(s), steady) / do-nothing agent (steady): "
+        f"{args.commands / first.steady_s / null_rate:.3f}"
+    )
+    for run in runs:  # the workers' topics too
+        unique = run.settings.topic_prefix.removeprefix("bench").rstrip("-")
+        asyncio.run(delete_topics(run.settings, lambda name, u=unique: u in name))
     print(machine_line())
     flag = " --execution-reports" if args.execution_reports else ""
-    flag += f" --workers {args.workers}" if args.workers != 1 else ""
+    flag += f" --workers {args.workers}" if args.workers != "1" else ""
     flag += f" --hot-share {args.hot_share}" if args.hot_share is not None else ""
     flag += " --warm" if args.warm else ""
     print(f"command: python bench/bench_exchange_agents.py --commands {args.commands}{flag}")
-    return 0 if identical else 1
+    return 0 if all(run.identical for run in runs) else 1
 
 
 if __name__ == "__main__":
