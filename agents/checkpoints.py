@@ -113,7 +113,9 @@ class Checkpoints:
         tp = (changelog, partition)
         if tp not in self.dirty:
             batch.delete(CHECKPOINT_KEY)
-            self.dirty[tp] = (store, None, 0)
+        # The end is where this write's changelog records land, once sent (if they never are,
+        # the store holds what no changelog does: no checkpoint until a restore).
+        self.dirty[tp] = (store, None, 0)
 
     def on_send(
         self, changelog: str, partition: int, future: asyncio.Future[Any], count: int

@@ -9,7 +9,9 @@ import asyncio
 import io
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -55,6 +57,31 @@ class IsolatedExchange:
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
 
+#: Web ports a test's workers may take: slot N serves on the base + N.
+EXCHANGE_SLOTS = 4
+
+
+def free_port_base(span: int) -> int:
+    """A port with ``span`` free ports from it, below the kernel's ephemeral range (a port
+    derived from the test's id once collided with a client connection's)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - span)
+        sockets = []
+        try:
+            for port in range(base, base + span):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free range of ports for the exchange workers' web servers")
+
+
 def kafka_settings() -> Settings:
     """Kafka only (the exchange needs nothing else): reuse a running broker, else bring the stack
     up, so a sick MongoDB wire server does not hold these tests up."""
@@ -82,7 +109,7 @@ def isolated_exchange(
         "EXCHANGE_DATA_DIR": str(workdir / "data"),
         "EXCHANGE_RULES_PATH": str(rules_path),
         "EXCHANGE_SESSION_SYMBOLS": "",
-        "EXCHANGE_WEB_PORT_BASE": str(20000 + int(unique[:4], 16) % 20000),
+        "EXCHANGE_WEB_PORT_BASE": str(free_port_base(EXCHANGE_SLOTS)),
         "EXCHANGE_COMMIT_INTERVAL_S": "0.2",
         **env,
     }

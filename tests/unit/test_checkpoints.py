@@ -153,3 +153,14 @@ def test_a_checkpoint_this_version_cannot_read_is_ignored() -> None:
     checkpoint = Checkpoint(CHANGELOG, 3, 1.5)
     assert Checkpoint.from_bytes(checkpoint.to_bytes()) == checkpoint
     assert CHECKPOINT_KEY != FAUST_OFFSET_KEY
+
+
+def test_a_write_whose_records_were_never_sent_is_not_covered_by_an_earlier_ack(
+    rocks: RawStore,
+) -> None:
+    checkpoints = Checkpoints()
+    step_write(checkpoints, rocks, 0, {b"k": b"v1"})
+    checkpoints.on_send(CHANGELOG, 0, acked(10), 1)
+    step_write(checkpoints, rocks, 0, {b"k": b"v2"})  # its send failed: nothing was queued
+    checkpoints.write(None)
+    assert read_checkpoint(rocks._db_for_partition(0)) is None
