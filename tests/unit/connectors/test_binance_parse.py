@@ -188,6 +188,16 @@ def test_a_subscription_reply_is_a_control_event() -> None:
             ("UNKNOWN_EVENT", "binance_ws", ("e",)),
             id="unknown-bare-event",
         ),
+        pytest.param(
+            BINANCE_COM_TRADE.replace('"T":1767360600122', '"T":253402300800000'),
+            ("INVALID_FIELD", "binance_ws/btcusdt@trade", ("data.T",)),
+            id="trade-time-past-year-9999",  # raised OverflowError out of the parser once
+        ),
+        pytest.param(
+            BOOK_TICKER.replace('"u":', '"E":99999999999999999999,"u":'),
+            ("INVALID_FIELD", "binance_ws/bnbusdt@bookTicker", ("data.E",)),
+            id="ticker-time-past-year-9999",
+        ),
         pytest.param("[1,2,3]", ("UNKNOWN_EVENT", "binance_ws", ("<payload>",)), id="array"),
         pytest.param(
             '{"error":{"code":2,"msg":"Invalid request: unknown variant"},"id":4}',
