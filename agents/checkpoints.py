@@ -30,7 +30,15 @@ from typing import Any
 
 from rocksdict import WriteBatch
 
-__all__ = ["CHECKPOINT_KEY", "Checkpoint", "Checkpoints", "checkpoints", "visible_items"]
+__all__ = [
+    "CHECKPOINT_KEY",
+    "FAUST_OFFSET_KEY",
+    "Checkpoint",
+    "Checkpoints",
+    "checkpoints",
+    "read_checkpoint",
+    "visible_items",
+]
 
 #: The checkpoint's key in each table partition's store; never in the changelog.
 CHECKPOINT_KEY = b"__brokerflow\0checkpoint__"
