@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +41,8 @@ from brokerflow.settings import Settings
 from brokerflow.topics import catalog, delete_topics, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_exchange_agents import FAUST, machine_line, raw_kafka
+from _common import exchange_env, machine_line, start_worker
+from bench_exchange_agents import raw_kafka
 
 T0 = datetime(2026, 6, 25, 13, 0, tzinfo=UTC)
 
@@ -109,23 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     messages, setup = requests(args.orders, args.accounts)
     asyncio.run(ensure_topics(settings))
     asyncio.run(publish_requests(settings, messages))
-    env = {
-        **os.environ,
-        "TOPIC_PREFIX": settings.topic_prefix,
-        "EXCHANGE_APP_ID": f"bench-accounts-{unique}",
-        "EXCHANGE_DATA_DIR": str(workdir / "data"),
-        "EXCHANGE_SESSION_SYMBOLS": "",
-        "EXCHANGE_WEB_PORT_BASE": "26266",
-    }
-    log = open(workdir / "worker.log", "wb")  # noqa: SIM115
+    env = exchange_env(settings, f"bench-accounts-{unique}", workdir)
     worker_started = time.monotonic()
-    worker = subprocess.Popen(
-        [FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
-        env=env,
-        cwd=workdir,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    worker = start_worker(env, workdir, "worker.log")
     try:
         followed = asyncio.run(
             follow_topic(

@@ -40,7 +40,7 @@ from brokerflow.settings import Settings
 from brokerflow.topics import delete_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_exchange_agents import machine_line
+from _common import machine_line
 
 BROKERFLOW = str(Path(sys.executable).with_name("brokerflow"))
 PASSWORD = "bench-password-1"

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("SE_OFFLINE", "true")
 
 import uvicorn
-from bench_exchange_agents import machine_line
+from _common import machine_line, percentile
 
 from brokerflow.dashboard import create_dashboard
 from brokerflow.kafka_io import producer, publish
@@ -45,11 +45,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def browser() -> object:

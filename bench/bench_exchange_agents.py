@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -40,26 +39,7 @@ from brokerflow.topics import TopicSpec, catalog, delete_topics, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_matching
-
-FAUST = str(Path(sys.executable).with_name("faust"))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_line() -> str:
-    """The line every benchmark prints about the machine it ran on."""
-    return (
-        f"machine: {platform.uname().system} {platform.uname().release} {platform.machine()}, "
-        f"{cpu_model()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
-    )
+from _common import FAUST, exchange_env, machine_line, start_worker
 
 
 async def raw_kafka(settings: Settings, count: int, size: int) -> tuple[float, float]:
@@ -196,28 +176,19 @@ def run_agents(
         started = time.perf_counter()
         asyncio.run(publish_commands(settings, lines))
         publish_s = time.perf_counter() - started
-    env = {
-        **os.environ,
-        "TOPIC_PREFIX": settings.topic_prefix,
-        "EXCHANGE_APP_ID": f"bench-exchange-{unique}",
-        "EXCHANGE_DATA_DIR": str(workdir / "data"),
-        "EXCHANGE_RULES_PATH": str(rules_path),
-        "EXCHANGE_SESSION_SYMBOLS": "",
-        "EXCHANGE_WEB_PORT_BASE": "26166",
-        "BROKER_EXECUTION_REPORTS": "true" if args.execution_reports else "false",
-    }
+    env = exchange_env(
+        settings,
+        f"bench-exchange-{unique}",
+        workdir,
+        EXCHANGE_RULES_PATH=str(rules_path),
+        BROKER_EXECUTION_REPORTS="true" if args.execution_reports else "false",
+    )
     worker_started = time.monotonic()
     profiler = (
         [] if args.profile is None else [sys.executable, "-m", "cProfile", "-o", args.profile]
     )
     processes = [
-        subprocess.Popen(
-            [*profiler, FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
-            env=env,
-            cwd=workdir,
-            stdout=open(workdir / f"worker{number}.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-        )
+        start_worker(env, workdir, f"worker{number}.log", prefix=profiler)
         for number in range(workers)
     ]
     try:

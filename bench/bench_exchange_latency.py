@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,17 +33,12 @@ from aiokafka import TopicPartition
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_matching
-from bench_exchange_agents import FAUST, machine_line
+from _common import exchange_env, machine_line, percentile, start_worker
 
 from brokerflow.exchange.io import commands_from_tape
 from brokerflow.kafka_io import consumer, producer
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, delete_topics, ensure_topics
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def measure(settings: Settings, lines: list[str], rate: float) -> tuple[list[float], float]:
@@ -137,25 +131,15 @@ def main() -> int:
         rules_path = workdir / "rules.json"
         rules_path.write_text(json.dumps(bench_matching.rules_document()))
         asyncio.run(ensure_topics(settings))
-        env = {
-            **os.environ,
-            "TOPIC_PREFIX": settings.topic_prefix,
-            "EXCHANGE_APP_ID": f"bench-latency-{unique}",
-            "EXCHANGE_DATA_DIR": str(workdir / "data"),
-            "EXCHANGE_RULES_PATH": str(rules_path),
-            "EXCHANGE_SESSION_SYMBOLS": "",
-            "EXCHANGE_WEB_PORT_BASE": "26266",
-            "EXCHANGE_COMMIT_INTERVAL_S": str(interval),
-            "METRICS_PORT": "0",
-        }
-        with (workdir / "worker.log").open("wb") as log:
-            worker = subprocess.Popen(
-                [FAUST, "-A", "brokerflow.app", "worker", "-l", "warn"],
-                env=env,
-                cwd=workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        env = exchange_env(
+            settings,
+            f"bench-latency-{unique}",
+            workdir,
+            EXCHANGE_RULES_PATH=str(rules_path),
+            EXCHANGE_COMMIT_INTERVAL_S=str(interval),
+            METRICS_PORT="0",
+        )
+        worker = start_worker(env, workdir, "worker.log")
         try:
             asyncio.run(warm_up(settings, worker))
             latencies, achieved = asyncio.run(measure(settings, lines, args.rate))

@@ -26,7 +26,7 @@ from brokerflow.matching.rules import rules_from_wire
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_matching
-from bench_exchange_agents import machine_line
+from _common import machine_line
 
 
 def run(lines: list[str], session: int | None) -> tuple[int, int, int, int, float]:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,9 +35,8 @@ from brokerflow.topics import catalog, delete_topics, ensure_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_matching
-from bench_exchange_agents import machine_line
+from _common import exchange_env, machine_line, start_worker
 
-FAUST = str(Path(sys.executable).with_name("faust"))
 RESTORED = re.compile(
     r"books restored in ([\d.]+) s: partitions \[[\d, ]*\], (\d+) records \((\d+) table "
     r"partitions of (\d+) from local checkpoints; (\d+) records read"
@@ -51,13 +49,7 @@ class Worker:
     def __init__(self, env: dict[str, str], workdir: Path, name: str) -> None:
         self.log_path = workdir / f"{name}.log"
         self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            [FAUST, "-A", "brokerflow.app", "worker", "-l", "info"],
-            env=env,
-            cwd=workdir,
-            stdout=open(self.log_path, "wb"),  # noqa: SIM115 - closed with the process
-            stderr=subprocess.STDOUT,
-        )
+        self.process = start_worker(env, workdir, f"{name}.log", level="info")
 
     def wait_for_restore(self, timeout_s: float = 600) -> tuple[float, float, int, int, int]:
         """(seconds the agent logged, seconds since the process started, records, table
@@ -131,16 +123,13 @@ def measure(commands: int, session: int) -> dict[str, float]:
     asyncio.run(ensure_topics(settings))
     asyncio.run(publish_commands(settings, lines))
     app_id = f"bench-restore-{unique}"
-    env = {
-        **os.environ,
-        "TOPIC_PREFIX": settings.topic_prefix,
-        "EXCHANGE_APP_ID": app_id,
-        "EXCHANGE_DATA_DIR": str(workdir / "data"),
-        "EXCHANGE_RULES_PATH": str(rules_path),
-        "EXCHANGE_SESSION_SYMBOLS": "",
-        "EXCHANGE_WEB_PORT_BASE": "26266",
-        "BROKER_EXECUTION_REPORTS": "false",
-    }
+    env = exchange_env(
+        settings,
+        app_id,
+        workdir,
+        EXCHANGE_RULES_PATH=str(rules_path),
+        BROKER_EXECUTION_REPORTS="false",
+    )
     first = Worker(env, workdir, "first")
     try:
         asyncio.run(

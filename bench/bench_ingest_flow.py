@@ -22,6 +22,7 @@ import platform
 import sys
 import time
 import uuid
+from pathlib import Path
 
 from brokerflow.connectors import read_tape, sample_tape_path
 from brokerflow.flows.ingest import IngestTopics, Parsed, kafka_records, parse, run_ingest
@@ -29,16 +30,8 @@ from brokerflow.kafka_io import producer
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, delete_topics, ensure_topics
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_model
 
 
 async def _prepare(settings: Settings) -> None:

@@ -35,7 +35,7 @@ from brokerflow.matching.wire import to_json_lines, to_wire
 
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_matching
-from bench_exchange_agents import machine_line
+from _common import machine_line
 
 
 def best_of(runs: int, timed: Callable[[], float]) -> float:

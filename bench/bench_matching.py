@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from brokerflow.matching import Command, Exchange, SymbolRules
@@ -32,6 +33,9 @@ from brokerflow.matching.events import TRADE_EXECUTED
 from brokerflow.matching.replay import BadLineError, TapeDecoder
 from brokerflow.matching.rules import rules_from_wire
 from brokerflow.tapes.orders import SEED, SYMBOLS, generate_tape, rules_document
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_model
 
 
 def decode_tape(lines: Sequence[str], rules: dict[str, SymbolRules]) -> list[Command]:
@@ -106,17 +110,6 @@ def run_process(tape_path: str, rules_path: str) -> float:
     with open(os.devnull, "w") as sink:
         subprocess.run(command, stdout=sink, check=True)
     return time.perf_counter() - started
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def percentile(sorted_samples: Sequence[int], fraction: float) -> int:

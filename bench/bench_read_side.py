@@ -46,6 +46,7 @@ from brokerflow.settings import Settings
 from brokerflow.topics import catalog, delete_topics
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine_line
 from bench_broker_api import (
     BROKERFLOW,
     PASSWORD,
@@ -59,7 +60,6 @@ from bench_broker_api import (
     system_env,
     wait_until_up,
 )
-from bench_exchange_agents import machine_line
 
 PROBE_SYMBOL = "VALE3"
 PROBE_PRICE = "61.00"

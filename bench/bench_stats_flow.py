@@ -47,17 +47,10 @@ from brokerflow.schemas.market import BestBidAsk, Trade
 from brokerflow.settings import Settings
 from brokerflow.topics import catalog, delete_topics, ensure_topics
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cpu_model
+
 T0 = datetime(2026, 1, 2, 13, 0, tzinfo=UTC)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def tape(symbols: int, ticks: int) -> list[tuple[str, Trade | BestBidAsk]]:
