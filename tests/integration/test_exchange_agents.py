@@ -339,6 +339,12 @@ def test_second_worker_joining_and_first_leaving_mid_tape_lose_and_duplicate_not
                 stop(process)
     assert "partitions [0, 1, 2, 3, 4, 5]" not in shared  # the two really shared the topic
     assert "partitions [0, 1, 2, 3, 4, 5]" in alone
+    # The partitions w1 kept came back from the checkpoints its revocation commit left, and
+    # Faust's own recovery never waited for a changelog's closing transaction marker.
+    _, from_checkpoints, table_partitions, _ = restore_lines(exchange, "w1")[1]
+    assert from_checkpoints == table_partitions > 0
+    for name in ("w1", "w2"):
+        assert "Still fetching changelog topics for recovery" not in exchange.log(name)
     assert trades == expected_trades
     assert events == expected_events
     assert changelog_books(exchange) == replayed_books(lines, exchange.rules_path)
