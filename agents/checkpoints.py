@@ -11,8 +11,10 @@ offset, whatever happens next (a clean stop, a rebalance, a ``kill -9``).
 A restore then reads the changelog from the checkpoint's offset (the tail) instead of from the
 start, and applies it to the store: replaying the tail in order over any state that already
 includes the changelog before the tail gives the same latest value per key as the whole replay.
-A checkpoint is not used when the changelog no longer holds its offset (a recreated or
-truncated topic), or when it is older than ``EXCHANGE_CHECKPOINT_MAX_AGE_S``: after the topic's
+A checkpoint is not used when the changelog no longer holds its offset, or no longer holds the
+record the store saw last at the offset before it (a digest of its key and value: a topic
+deleted and created again under the same name, even grown past the offset, is a different log),
+or when it is older than ``EXCHANGE_CHECKPOINT_MAX_AGE_S``: after the topic's
 ``delete.retention.ms`` compaction may have dropped a tombstone written after it.
 
 Kafka Streams does the same with its ``.checkpoint`` file, written on a clean close and at
@@ -22,6 +24,7 @@ commits; the key inside the store makes the "no write since" rule atomic without
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -37,6 +40,7 @@ __all__ = [
     "Checkpoints",
     "checkpoints",
     "read_checkpoint",
+    "record_digest",
     "visible_items",
 ]
 
@@ -47,18 +51,41 @@ FAUST_OFFSET_KEY = b"__faust\0offset__"
 _LOCAL_KEYS = frozenset((CHECKPOINT_KEY, FAUST_OFFSET_KEY))
 
 
+def record_digest(key: bytes | None, value: bytes | None) -> str:
+    """What identifies a changelog record: its key and value (``None``: a tombstone)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (key, value):
+        if part is None:
+            digest.update(b"\xff")
+        else:
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+#: (offset, :func:`record_digest`) of a changelog's last record below a checkpoint.
+LastRecord = tuple[int, str]
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """The store holds exactly the committed records of ``changelog`` below ``end_offset``."""
+    """The store holds exactly the committed records of ``changelog`` below ``end_offset``, the
+    last of them ``last_record`` (``None``: there were none)."""
 
     changelog: str
     end_offset: int
     #: Unix time the checkpoint was written.
     written_at: float
+    last_record: LastRecord | None
 
     def to_bytes(self) -> bytes:
         return json.dumps(
-            {"changelog": self.changelog, "endOffset": self.end_offset, "at": self.written_at}
+            {
+                "changelog": self.changelog,
+                "endOffset": self.end_offset,
+                "at": self.written_at,
+                "lastRecord": None if self.last_record is None else list(self.last_record),
+            }
         ).encode()
 
     @classmethod
@@ -66,8 +93,14 @@ class Checkpoint:
         """``None`` for anything this version did not write (then the restore reads it all)."""
         try:
             fields = json.loads(raw)
-            return cls(str(fields["changelog"]), int(fields["endOffset"]), float(fields["at"]))
-        except (ValueError, KeyError, TypeError):
+            last = fields["lastRecord"]
+            return cls(
+                str(fields["changelog"]),
+                int(fields["endOffset"]),
+                float(fields["at"]),
+                None if last is None else (int(last[0]), str(last[1])),
+            )
+        except (ValueError, KeyError, TypeError, IndexError):
             return None
 
     def unusable_because(
@@ -86,6 +119,20 @@ class Checkpoint:
                 f"it is {now - self.written_at:.0f} s old, over EXCHANGE_CHECKPOINT_MAX_AGE_S "
                 "(compaction may have dropped tombstones since)"
             )
+        return None
+
+    def last_record_differs(self, found: tuple[bytes | None, bytes | None] | None) -> str | None:
+        """Why the record the changelog holds at ``last_record``'s offset (``found``: its key
+        and value, ``None``: no record there) makes the checkpoint unusable, or ``None``."""
+        if self.last_record is None:
+            # It saw no record: its tail is the whole changelog, unless it ended past records
+            # it cannot vouch for (only markers or aborted ones: reading it all is cheap).
+            return None if self.end_offset == 0 else "it saw no record to check the log by"
+        offset, digest = self.last_record
+        if found is None:
+            return f"the changelog has no record at offset {offset} (compacted, or recreated)"
+        if record_digest(*found) != digest:
+            return f"the record at offset {offset} is not the one it saw (the topic was recreated)"
         return None
 
 
@@ -110,9 +157,10 @@ class Checkpoints:
     """
 
     def __init__(self) -> None:
-        #: (changelog, partition) -> (store, the latest batch's future, its record count) for
-        #: partitions written since their checkpoint (or since this process began tracking them).
-        self.dirty: dict[tuple[str, int], tuple[Any, asyncio.Future[Any] | None, int]] = {}
+        #: (changelog, partition) -> (store, the latest batch's future, its record count, the
+        #: digest of its last record) for partitions written since their checkpoint (or since
+        #: this process began tracking them).
+        self.dirty: dict[tuple[str, int], tuple[Any, asyncio.Future[Any] | None, int, str]] = {}
 
     def on_write(self, store: Any, changelog: str, partition: int, batch: WriteBatch) -> None:
         """A step writes this partition's store: the first write after a checkpoint deletes it
@@ -123,22 +171,28 @@ class Checkpoints:
             batch.delete(CHECKPOINT_KEY)
         # The end is where this write's changelog records land, once sent (if they never are,
         # the store holds what no changelog does: no checkpoint until a restore).
-        self.dirty[tp] = (store, None, 0)
+        self.dirty[tp] = (store, None, 0, "")
 
     def on_send(
-        self, changelog: str, partition: int, future: asyncio.Future[Any], count: int
+        self,
+        changelog: str,
+        partition: int,
+        future: asyncio.Future[Any],
+        count: int,
+        last: tuple[bytes | None, bytes | None],
     ) -> None:
-        """A batch of ``count`` changelog records went to the producer (in partition order)."""
+        """A batch of ``count`` changelog records went to the producer (in partition order),
+        ``last`` (key, value) the last of them."""
         entry = self.dirty.get((changelog, partition))
         if entry is not None:
-            self.dirty[(changelog, partition)] = (entry[0], future, count)
+            self.dirty[(changelog, partition)] = (entry[0], future, count, record_digest(*last))
 
     def write(self, committed: set[tuple[str, int]] | None = None) -> None:
         """After a commit: checkpoint the written stores whose transactions hold no uncommitted
         record now (``committed``: those (changelog, partition); ``None``: all) and whose
         changelog records were all acknowledged."""
         now = time.time()
-        for tp, (store, future, count) in list(self.dirty.items()):
+        for tp, (store, future, count, digest) in list(self.dirty.items()):
             if committed is not None and tp not in committed:
                 continue
             if future is None or not future.done():
@@ -149,7 +203,7 @@ class Checkpoints:
             # The commit marker follows the last record: Faust's recovery, which waits for an
             # offset it is told to read, must not wait for the marker (it never arrives as a
             # record). The restore itself still reads from the record after the last one.
-            self.mark(store, tp[0], tp[1], end, now, faust_read_through=end)
+            self.mark(store, tp[0], tp[1], end, (end - 1, digest), now, faust_read_through=end)
 
     def mark(
         self,
@@ -157,15 +211,17 @@ class Checkpoints:
         changelog: str,
         partition: int,
         end_offset: int,
+        last_record: LastRecord | None,
         now: float,
         *,
         faust_read_through: int | None = None,
     ) -> None:
         """Record that the partition's store holds the committed changelog below
-        ``end_offset``; Faust's own recovery continues after ``faust_read_through`` (default:
-        the offset before ``end_offset``)."""
+        ``end_offset``, the last of it ``last_record``; Faust's own recovery continues after
+        ``faust_read_through`` (default: the offset before ``end_offset``)."""
         batch = WriteBatch(raw_mode=True)
-        batch.put(CHECKPOINT_KEY, Checkpoint(changelog, end_offset, now).to_bytes())
+        checkpoint = Checkpoint(changelog, end_offset, now, last_record)
+        batch.put(CHECKPOINT_KEY, checkpoint.to_bytes())
         read_through = end_offset - 1 if faust_read_through is None else faust_read_through
         if read_through >= 0:
             batch.put(FAUST_OFFSET_KEY, str(read_through).encode())

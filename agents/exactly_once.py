@@ -42,7 +42,14 @@ from faust.tables.recovery import Recovery
 from faust.types import EventT, StreamT
 from rocksdict import WriteBatch
 
-from brokerflow.agents.checkpoints import Checkpoint, checkpoints, read_checkpoint, visible_items
+from brokerflow.agents.checkpoints import (
+    Checkpoint,
+    LastRecord,
+    checkpoints,
+    read_checkpoint,
+    record_digest,
+    visible_items,
+)
 from brokerflow.agents.delivery import install_direct_delivery
 from brokerflow.app import app, settings
 from brokerflow.errors import ConfigError, SchemaError, UnknownMessageError
@@ -209,6 +216,8 @@ class Outbox:
             builders: dict[tuple[str, int], Any] = {}
             full: list[tuple[str, int, Any]] = []
             partition_of_key = self.partition_of_key
+            #: (topic, partition) -> the (key, value) appended last: a checkpoint's identity.
+            last: dict[tuple[str, int], tuple[bytes | None, bytes | None]] = {}
             for topic, partition, key, value in records:
                 if partition is None:
                     partition = partition_of_key.get((topic, key))  # type: ignore[arg-type]
@@ -221,12 +230,15 @@ class Outbox:
                     full.append((topic, partition, builder))
                     builder = builders[(topic, partition)] = producer.create_batch()
                     builder.append(key=key, value=value, timestamp=None)
+                last[(topic, partition)] = (key, value)
             # A full builder goes out before the rest of its partition's records: order kept.
             full.extend((topic, part, builder) for (topic, part), builder in builders.items())
             async with app.producer._trn_locks[tid]:  # Faust holds it around its own sends
                 for topic, partition, builder in full:
                     sent = await producer.send_batch(builder, topic, partition=partition)
-                    checkpoints.on_send(topic, partition, sent, builder.record_count())
+                    checkpoints.on_send(
+                        topic, partition, sent, builder.record_count(), last[(topic, partition)]
+                    )
 
     async def partition_for(self, producer: Any, topic: str, key: bytes | None) -> int:
         """The partition aiokafka's default partitioner gives ``key`` (murmur2 of the key), for
@@ -568,17 +580,29 @@ class ExactlyOnceAgent:
             [(changelog, p) for _, changelog, p in wanted if (changelog, p) not in tails_from]
         )
         read = sum(len(snapshot.values) for snapshot in snapshots.values())
-        tails = await reader.changes_since(tails_from)
+        tails = await reader.changes_since({tp: start for tp, (start, _) in tails_from.items()})
         checkpointed_at = time.time()
         for table, changelog, p in wanted:
             tail = tails.get((changelog, p))
             if tail is None:
                 replace_store_partition(table, p, snapshots[(changelog, p)])
+                last = snapshots[(changelog, p)].last
+                last_record = None if last is None else (last[0], record_digest(*last[1:]))
             else:
                 read += len(tail.changes)
                 snapshots[(changelog, p)] = apply_changelog_tail(table, p, tail)
+                last_record = (
+                    tails_from[(changelog, p)][1]
+                    if tail.last is None
+                    else (tail.last[0], record_digest(*tail.last[1:]))
+                )
             checkpoints.mark(
-                table.data, changelog, p, snapshots[(changelog, p)].end_offset, checkpointed_at
+                table.data,
+                changelog,
+                p,
+                snapshots[(changelog, p)].end_offset,
+                last_record,
+                checkpointed_at,
             )
         next_offsets: dict[tuple[str, int], int | None] = {}
         for partition in ordered:
@@ -619,9 +643,10 @@ class ExactlyOnceAgent:
 
     async def usable_checkpoints(
         self, reader: LogReader, wanted: list[tuple[Any, str, int]]
-    ) -> dict[tuple[str, int], int]:
-        """(changelog, partition) -> the offset its tail starts at, for the table partitions
-        whose local checkpoint can be trusted (:mod:`brokerflow.agents.checkpoints`)."""
+    ) -> dict[tuple[str, int], tuple[int, LastRecord | None]]:
+        """(changelog, partition) -> (the offset its tail starts at, the checkpoint's last
+        record), for the table partitions whose local checkpoint can be trusted
+        (:mod:`brokerflow.agents.checkpoints`)."""
         if not settings.exchange_restore_from_checkpoints:
             return {}
         found: dict[tuple[str, int], Checkpoint] = {}
@@ -632,15 +657,28 @@ class ExactlyOnceAgent:
         if not found:
             return {}
         bounds = await reader.offset_bounds(found)
-        usable: dict[tuple[str, int], int] = {}
         now = time.time()
+        refused: dict[tuple[str, int], str] = {}
         for tp, checkpoint in found.items():
             start, end = bounds[tp]
             why = checkpoint.unusable_because(
                 tp[0], start, end, now, settings.exchange_checkpoint_max_age_s
             )
+            if why is not None:
+                refused[tp] = why
+        # The same log, not one deleted and created again under its name: the record the
+        # store saw last is still there.
+        lasts = {
+            tp: checkpoint.last_record[0]
+            for tp, checkpoint in found.items()
+            if tp not in refused and checkpoint.last_record is not None
+        }
+        records = await reader.records_at(lasts)
+        usable: dict[tuple[str, int], tuple[int, LastRecord | None]] = {}
+        for tp, checkpoint in found.items():
+            why = refused.get(tp) or checkpoint.last_record_differs(records.get(tp))
             if why is None:
-                usable[tp] = checkpoint.end_offset
+                usable[tp] = (checkpoint.end_offset, checkpoint.last_record)
             else:
                 log.warning("%s[%d]: its local checkpoint is not used: %s", tp[0], tp[1], why)
         return usable

@@ -28,7 +28,7 @@ from brokerflow.matching.replay import load_rules
 from brokerflow.schemas import CloseSession, PlaceOrder, decode
 from brokerflow.settings import Settings
 from brokerflow.tapes import orders as tapegen
-from brokerflow.topics import catalog, ensure_topics
+from brokerflow.topics import catalog, delete_topics, ensure_topics
 
 from .exchange_workers import (
     IsolatedExchange,
@@ -406,3 +406,62 @@ def test_clean_restarts_restore_from_local_checkpoints_plus_the_changelog_tail(
     assert trades == expected_trades
     assert events == expected_events
     assert changelog_books(exchange) == replayed_books(lines, exchange.rules_path)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_is_not_used_on_a_changelog_deleted_and_created_again(
+    exchange: IsolatedExchange,
+) -> None:
+    """w1 stops cleanly on tape A; every topic is deleted and created again; w2, with a data
+    dir of its own, runs tape B, which grows the new changelogs past w1's checkpoints; w1 then
+    starts on its old store: it must read the new changelogs whole (its checkpoints' last
+    records are not there), and tape C after it must match the replay of B and C."""
+    settings = exchange.settings
+    asyncio.run(_create_topics(settings))
+    tape_a = tapegen.generate_tape(1500, seed=15)
+    tape_bc = tapegen.generate_tape(5500, seed=16)
+    tape_b, tape_c = tape_bc[:4000], tape_bc[4000:]
+
+    def run_until_processed(name: str, lines: list[str], **env: str) -> None:
+        trades, events = replayed_by_symbol(lines, exchange.rules_path)
+        worker = exchange.start_worker(name, **env)
+        try:
+            asyncio.run(read_outputs(settings, count(trades), count(events)))
+        finally:
+            assert stop(worker) == 0
+
+    asyncio.run(publish_commands(settings, tape_a))
+    run_until_processed("w1", tape_a)
+    app_id = exchange.env["EXCHANGE_APP_ID"]
+    asyncio.run(
+        delete_topics(
+            settings,
+            lambda name: name.startswith((settings.topic_prefix, f"{app_id}-")),
+            wait_s=30,
+        )
+    )
+    asyncio.run(_create_topics(settings))
+    asyncio.run(publish_commands(settings, tape_b))
+    run_until_processed("w2", tape_b, EXCHANGE_DATA_DIR=str(exchange.workdir / "other-data"))
+    worker = exchange.start_worker("w1-again")
+    try:
+        wait_for_log(exchange, "w1-again", "books restored", 1, 120)
+        asyncio.run(publish_commands(settings, tape_c))
+        expected_trades, expected_events = replayed_by_symbol(tape_bc, exchange.rules_path)
+        trades, events = asyncio.run(
+            read_outputs(settings, count(expected_trades), count(expected_events))
+        )
+    finally:
+        assert stop(worker) == 0
+    assert trades == expected_trades
+    assert events == expected_events
+    # Every checkpoint of a partition that held records was refused; those of partitions that
+    # held none (a tail from offset 0 is the whole changelog) may stand.
+    _, from_checkpoints, table_partitions, _ = restore_lines(exchange, "w1-again")[0]
+    assert from_checkpoints < table_partitions
+    refused = [
+        line
+        for line in exchange.log("w1-again").splitlines()
+        if "is not the one it saw" in line and "accounts_by_id" not in line
+    ]
+    assert len(refused) == table_partitions - from_checkpoints

@@ -46,6 +46,7 @@ __all__ = [
     "LogReader",
     "PartitionSnapshot",
     "PartitionTail",
+    "RawRecord",
     "TopicRecord",
     "command_from_tape_line",
     "commands_from_tape",
@@ -268,12 +269,18 @@ async def follow_topic(
     return Followed(records, done_at if first_at is None else first_at, done_at)
 
 
+#: A record as (offset, key, value).
+RawRecord = tuple[int, bytes | None, bytes | None]
+
+
 @dataclass(frozen=True, slots=True)
 class PartitionSnapshot:
     """A compacted partition's latest value per key, and the end offset it was read to."""
 
     values: dict[bytes, bytes]
     end_offset: int
+    #: The last record read (``None``: none).
+    last: RawRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +289,8 @@ class PartitionTail:
 
     changes: dict[bytes, bytes | None]
     end_offset: int
+    #: The last record read (``None``: none).
+    last: RawRecord | None = None
 
 
 class LogReader:
@@ -320,15 +329,18 @@ class LogReader:
             return {}
         client = self._client
         deadline = time.monotonic() + timeout_s
+        last: dict[tuple[str, int], RawRecord] = {}
         client.assign(wanted)
         try:
             await client.seek_to_beginning(*wanted)
             ends = await client.end_offsets(wanted)
-            await self._read_to(ends, latest, deadline, timeout_s)
+            await self._read_to(ends, latest, deadline, timeout_s, last=last)
         finally:
             client.pause(*wanted)  # an idle fetcher between reads
         return {
-            (tp.topic, tp.partition): PartitionSnapshot(latest[(tp.topic, tp.partition)], ends[tp])
+            (tp.topic, tp.partition): PartitionSnapshot(
+                latest[(tp.topic, tp.partition)], ends[tp], last.get((tp.topic, tp.partition))
+            )
             for tp in wanted
         }
 
@@ -345,20 +357,63 @@ class LogReader:
             (tp.topic, tp.partition): {} for tp in wanted
         }
         client = self._client
+        last: dict[tuple[str, int], RawRecord] = {}
         client.assign(list(wanted))
         try:
             for tp, start in wanted.items():
                 client.seek(tp, start)
             ends = await client.end_offsets(list(wanted))
             await self._read_to(
-                ends, latest, time.monotonic() + timeout_s, timeout_s, keep_deletes=True
+                ends, latest, time.monotonic() + timeout_s, timeout_s, keep_deletes=True, last=last
             )
         finally:
             client.pause(*wanted)
         return {
-            (tp.topic, tp.partition): PartitionTail(latest[(tp.topic, tp.partition)], ends[tp])
+            (tp.topic, tp.partition): PartitionTail(
+                latest[(tp.topic, tp.partition)], ends[tp], last.get((tp.topic, tp.partition))
+            )
             for tp in wanted
         }
+
+    async def records_at(
+        self, offsets: Mapping[tuple[str, int], int], *, timeout_s: float = 60.0
+    ) -> dict[tuple[str, int], tuple[bytes | None, bytes | None] | None]:
+        """The committed record (key, value) at one offset of each ``(topic, partition)``;
+        ``None`` where there is none (compacted away, a transaction marker, aborted)."""
+        wanted = {TopicPartition(topic, p): offset for (topic, p), offset in offsets.items()}
+        found: dict[tuple[str, int], tuple[bytes | None, bytes | None] | None] = {
+            key: None for key in offsets
+        }
+        if not wanted:
+            return found
+        client = self._client
+        deadline = time.monotonic() + timeout_s
+        client.assign(list(wanted))
+        try:
+            for tp, offset in wanted.items():
+                client.seek(tp, offset)
+            pending = set(wanted)
+            while pending:
+                for tp in list(pending):
+                    if await client.position(tp) > wanted[tp]:
+                        pending.discard(tp)
+                if not pending:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"could not read {len(pending)} records within {timeout_s:.0f} s; "
+                        "is the broker up (brokerflow stack status)?"
+                    )
+                batch = await client.getmany(*pending, timeout_ms=50)
+                for tp, messages in batch.items():
+                    for message in messages:
+                        if message.offset == wanted[tp]:
+                            found[(tp.topic, tp.partition)] = (message.key, message.value)
+                    if messages:
+                        pending.discard(tp)  # past the offset now, or at it
+        finally:
+            client.pause(*wanted)
+        return found
 
     async def _read_to(
         self,
@@ -368,6 +423,7 @@ class LogReader:
         timeout_s: float,
         *,
         keep_deletes: bool = False,
+        last: dict[tuple[str, int], RawRecord] | None = None,
     ) -> None:
         client = self._client
         pending = set(ends)
@@ -393,6 +449,9 @@ class LogReader:
                         values.pop(message.key, None)
                     else:
                         values[message.key] = message.value
+                if messages and last is not None:
+                    final = messages[-1]
+                    last[(tp.topic, tp.partition)] = (final.offset, final.key, final.value)
 
     async def read_range(
         self, topic: str, partition: int, start: int, stop: int, *, timeout_s: float = 60.0
