@@ -39,6 +39,7 @@ __all__ = [
     "Checkpoint",
     "Checkpoints",
     "checkpoints",
+    "last_record_of",
     "read_checkpoint",
     "record_digest",
     "visible_items",
@@ -65,6 +66,11 @@ def record_digest(key: bytes | None, value: bytes | None) -> str:
 
 #: (offset, :func:`record_digest`) of a changelog's last record below a checkpoint.
 LastRecord = tuple[int, str]
+
+
+def last_record_of(record: tuple[int, bytes | None, bytes | None] | None) -> LastRecord | None:
+    """The :data:`LastRecord` of an (offset, key, value) record read from a changelog."""
+    return None if record is None else (record[0], record_digest(record[1], record[2]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,8 +46,8 @@ from brokerflow.agents.checkpoints import (
     Checkpoint,
     LastRecord,
     checkpoints,
+    last_record_of,
     read_checkpoint,
-    record_digest,
     visible_items,
 )
 from brokerflow.agents.delivery import install_direct_delivery
@@ -586,16 +586,12 @@ class ExactlyOnceAgent:
             tail = tails.get((changelog, p))
             if tail is None:
                 replace_store_partition(table, p, snapshots[(changelog, p)])
-                last = snapshots[(changelog, p)].last
-                last_record = None if last is None else (last[0], record_digest(*last[1:]))
+                last_record = last_record_of(snapshots[(changelog, p)].last)
             else:
                 read += len(tail.changes)
                 snapshots[(changelog, p)] = apply_changelog_tail(table, p, tail)
-                last_record = (
-                    tails_from[(changelog, p)][1]
-                    if tail.last is None
-                    else (tail.last[0], record_digest(*tail.last[1:]))
-                )
+                # An empty tail leaves the store's last record the checkpoint's.
+                last_record = last_record_of(tail.last) or tails_from[(changelog, p)][1]
             checkpoints.mark(
                 table.data,
                 changelog,

@@ -321,28 +321,8 @@ class LogReader:
         stable offset, asked of the broker when this call starts (not a high-water mark cached
         by a consumer): records of an open or aborted transaction are never returned.
         """
-        wanted = [TopicPartition(topic, partition) for topic, partition in partitions]
-        latest: dict[tuple[str, int], dict[bytes, bytes]] = {
-            (tp.topic, tp.partition): {} for tp in wanted
-        }
-        if not wanted:
-            return {}
-        client = self._client
-        deadline = time.monotonic() + timeout_s
-        last: dict[tuple[str, int], RawRecord] = {}
-        client.assign(wanted)
-        try:
-            await client.seek_to_beginning(*wanted)
-            ends = await client.end_offsets(wanted)
-            await self._read_to(ends, latest, deadline, timeout_s, last=last)
-        finally:
-            client.pause(*wanted)  # an idle fetcher between reads
-        return {
-            (tp.topic, tp.partition): PartitionSnapshot(
-                latest[(tp.topic, tp.partition)], ends[tp], last.get((tp.topic, tp.partition))
-            )
-            for tp in wanted
-        }
+        read = await self._read_from(dict.fromkeys(partitions), False, timeout_s)
+        return {tp: PartitionSnapshot(*found) for tp, found in read.items()}
 
     async def changes_since(
         self, starts: Mapping[tuple[str, int], int], *, timeout_s: float = 300.0
@@ -350,10 +330,18 @@ class LogReader:
         """The latest committed change of every key written in each ``(topic, partition)`` from
         its start offset to the last stable offset (asked of the broker now); ``None`` values
         are deletes."""
+        read = await self._read_from(starts, True, timeout_s)
+        return {tp: PartitionTail(*found) for tp, found in read.items()}
+
+    async def _read_from(
+        self, starts: Mapping[tuple[str, int], int | None], keep_deletes: bool, timeout_s: float
+    ) -> dict[tuple[str, int], tuple[dict[bytes, Any], int, RawRecord | None]]:
+        """(latest value per key, end offset, last record) of each ``(topic, partition)``, read
+        from its start offset (``None``: its beginning) to its last stable offset."""
         wanted = {TopicPartition(topic, p): start for (topic, p), start in starts.items()}
         if not wanted:
             return {}
-        latest: dict[tuple[str, int], dict[bytes, bytes | None]] = {
+        latest: dict[tuple[str, int], dict[bytes, Any]] = {
             (tp.topic, tp.partition): {} for tp in wanted
         }
         client = self._client
@@ -361,16 +349,26 @@ class LogReader:
         client.assign(list(wanted))
         try:
             for tp, start in wanted.items():
-                client.seek(tp, start)
+                if start is None:
+                    await client.seek_to_beginning(tp)
+                else:
+                    client.seek(tp, start)
             ends = await client.end_offsets(list(wanted))
             await self._read_to(
-                ends, latest, time.monotonic() + timeout_s, timeout_s, keep_deletes=True, last=last
+                ends,
+                latest,
+                time.monotonic() + timeout_s,
+                timeout_s,
+                keep_deletes=keep_deletes,
+                last=last,
             )
         finally:
-            client.pause(*wanted)
+            client.pause(*wanted)  # an idle fetcher between reads
         return {
-            (tp.topic, tp.partition): PartitionTail(
-                latest[(tp.topic, tp.partition)], ends[tp], last.get((tp.topic, tp.partition))
+            (tp.topic, tp.partition): (
+                latest[(tp.topic, tp.partition)],
+                ends[tp],
+                last.get((tp.topic, tp.partition)),
             )
             for tp in wanted
         }
@@ -422,8 +420,8 @@ class LogReader:
         deadline: float,
         timeout_s: float,
         *,
-        keep_deletes: bool = False,
-        last: dict[tuple[str, int], RawRecord] | None = None,
+        keep_deletes: bool,
+        last: dict[tuple[str, int], RawRecord],
     ) -> None:
         client = self._client
         pending = set(ends)
@@ -449,7 +447,7 @@ class LogReader:
                         values.pop(message.key, None)
                     else:
                         values[message.key] = message.value
-                if messages and last is not None:
+                if messages:
                     final = messages[-1]
                     last[(tp.topic, tp.partition)] = (final.offset, final.key, final.value)
 

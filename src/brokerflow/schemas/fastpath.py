@@ -66,9 +66,6 @@ _BBA_KEYS: Final = frozenset(
     | {"askQuantity", "updateId", "eventTime", "receiveTime"}
 )
 _BBA_REQUIRED: Final = _BBA_KEYS - {"updateId"}
-#: The Python names pydantic records as set when every key is present.
-_TRADE_FIELDS: Final = frozenset(Trade.model_fields)
-_BBA_FIELDS: Final = frozenset(BestBidAsk.model_fields)
 
 #: Checked results of repeated strings; cleared when full (bounded memory whatever the input).
 _DECIMALS: dict[str, Decimal] = {}
@@ -101,22 +98,19 @@ class ModelTemplate(Generic[_M]):
         return self.model.model_copy(update=values)
 
 
-_TRADE_WITH_SIDE: Final = ModelTemplate(
-    Trade, _TRADE_FIELDS, {"type": "Trade", "schema_version": 1}
-)
-_TRADE_WITHOUT_SIDE: Final = ModelTemplate(
-    Trade,
-    _TRADE_FIELDS - {"aggressor_side"},
-    {"type": "Trade", "schema_version": 1, "aggressor_side": None},
-)
-_BBA_WITH_UPDATE_ID: Final = ModelTemplate(
-    BestBidAsk, _BBA_FIELDS, {"type": "BestBidAsk", "schema_version": 1}
-)
-_BBA_WITHOUT_UPDATE_ID: Final = ModelTemplate(
-    BestBidAsk,
-    _BBA_FIELDS - {"update_id"},
-    {"type": "BestBidAsk", "schema_version": 1, "update_id": None},
-)
+def _with_and_without(cls: type[_M], optional: str) -> tuple[ModelTemplate[_M], ModelTemplate[_M]]:
+    """Templates for a payload that has every key, and for one without ``optional`` (which
+    pydantic then leaves unset, at its default ``None``)."""
+    every = frozenset(cls.model_fields)
+    constants: dict[str, Any] = {"type": cls.__name__, "schema_version": 1}
+    return (
+        ModelTemplate(cls, every, constants),
+        ModelTemplate(cls, every - {optional}, {**constants, optional: None}),
+    )
+
+
+_TRADE_WITH_SIDE, _TRADE_WITHOUT_SIDE = _with_and_without(Trade, "aggressor_side")
+_BBA_WITH_UPDATE_ID, _BBA_WITHOUT_UPDATE_ID = _with_and_without(BestBidAsk, "update_id")
 
 
 class _RefusedError(Exception):
